@@ -1,0 +1,77 @@
+//! Command-line flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A SockJS server and gateway. With no flags it serves the conventional
+/// SockJS test services (/echo, /disabled_websocket_echo, /cookie_needed_echo,
+/// /close, /ticker, /amplify, /broadcast) on 127.0.0.1:8081.
+#[derive(Debug, Parser)]
+#[command(name = "sockjs-gateway", version)]
+pub struct Cli {
+    /// Address to listen on; repeat for several.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Idle time before a heartbeat frame, e.g. 25s or 500ms; 0 turns heartbeats off.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub heartbeat_delay: Duration,
+
+    /// How long a session with no receiver lives before it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub disconnect_delay: Duration,
+
+    /// Client library URL for the iframe page (must start with / or http).
+    #[arg(long, value_name = "URL", default_value = sockjs_gateway::DEFAULT_SOCKJS_URL, value_parser = parse_sockjs_url)]
+    pub sockjs_url: String,
+
+    /// Worker threads; defaults to the number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+/// `250ms`, `5s`, `1.5s`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 5s or 200ms"))?;
+    if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
+        return Err(format!("`{text}` is out of range (0 to 24 hours)"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_sockjs_url(text: &str) -> Result<String, String> {
+    if text.starts_with('/') || text.starts_with("http") {
+        Ok(text.to_owned())
+    } else {
+        Err("the client library URL must start with / or http".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Per-service options, with the defaults of PROTOCOL.md section 11.
+
+use std::time::Duration;
+
+use crate::protocol::route::{ReceiverKind, SendKind};
+use crate::protocol::session::SessionConfig;
+
+/// Where the iframe page loads the client library from by default: a copy the
+/// gateway binary serves itself, so the iframe transports work offline.
+pub const DEFAULT_SOCKJS_URL: &str = "/lib/sockjs.min.js";
+
+/// How one SockJS service behaves.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = sockjs_gateway::Options {
+///     response_limit: 4096,
+///     heartbeat_delay: Duration::ZERO, // the application pings on its own
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Idle time before a heartbeat frame; zero turns heartbeats off.
+    pub heartbeat_delay: Duration,
+    /// How long a session without a receiver lives before it is closed.
+    pub disconnect_delay: Duration,
+    /// Bytes after which a streaming response ends and the client reconnects.
+    pub response_limit: usize,
+    /// The client library URL written into the iframe page.
+    pub sockjs_url: String,
+    /// Set the `JSESSIONID` cookie for load balancers that stick by it.
+    pub cookie_needed: bool,
+    /// Which transports this service offers.
+    pub transports: Transports,
+    /// Bound on a session's messages waiting for the client, in bytes.
+    pub max_queued_bytes: usize,
+    /// Bound on one inbound request body or WebSocket message, in bytes; also
+    /// the bound on messages waiting for the application.
+    pub max_message_bytes: usize,
+    /// Request headers the application may read through [`crate::Peer::header`].
+    pub peer_headers: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            heartbeat_delay: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            sockjs_url: DEFAULT_SOCKJS_URL.to_owned(),
+            cookie_needed: false,
+            transports: Transports::default(),
+            max_queued_bytes: 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
+            peer_headers: [
+                "user-agent",
+                "origin",
+                "referer",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "accept-language",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            heartbeat_delay: Some(self.heartbeat_delay).filter(|d| !d.is_zero()),
+            disconnect_delay: self.disconnect_delay,
+            response_limit: self.response_limit,
+            max_queued_bytes: self.max_queued_bytes,
+            max_inbound_bytes: self.max_message_bytes,
+        }
+    }
+}
+
+/// A switch per transport; all on by default.
+#[derive(Debug, Clone)]
+pub struct Transports {
+    /// Both the framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`) WebSocket.
+    pub websocket: bool,
+    pub xhr_polling: bool,
+    pub xhr_streaming: bool,
+    pub eventsource: bool,
+    pub htmlfile: bool,
+    pub jsonp_polling: bool,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            websocket: true,
+            xhr_polling: true,
+            xhr_streaming: true,
+            eventsource: true,
+            htmlfile: true,
+            jsonp_polling: true,
+        }
+    }
+}
+
+impl Transports {
+    pub(crate) fn receiver_enabled(&self, kind: ReceiverKind) -> bool {
+        match kind {
+            ReceiverKind::XhrPolling => self.xhr_polling,
+            ReceiverKind::XhrStreaming => self.xhr_streaming,
+            ReceiverKind::EventSource => self.eventsource,
+            ReceiverKind::HtmlFile => self.htmlfile,
+            ReceiverKind::JsonpPolling => self.jsonp_polling,
+        }
+    }
+
+    /// `xhr_send` carries the messages of every receiver but jsonp's.
+    pub(crate) fn send_enabled(&self, kind: SendKind) -> bool {
+        match kind {
+            SendKind::Xhr => {
+                self.xhr_polling || self.xhr_streaming || self.eventsource || self.htmlfile
+            }
+            SendKind::Jsonp => self.jsonp_polling,
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Server-to-client frames (PROTOCOL.md section 2) and the SockJS JSON escaping.
+
+use std::fmt::Write as _;
+
+/// One SockJS frame, before it is written in a transport's wrapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `o`: the first frame of every session.
+    Open,
+    /// `h`: keeps an idle receiver alive.
+    Heartbeat,
+    /// `a[...]`: one or more application messages, in order.
+    Messages(Vec<String>),
+    /// `c[CODE,"REASON"]`: the session is closed.
+    Close { code: u16, reason: String },
+}
+
+impl Frame {
+    /// The frame as the text that goes on the wire, e.g. `a["x"]`.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoded frame to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        match self {
+            Frame::Open => out.push('o'),
+            Frame::Heartbeat => out.push('h'),
+            Frame::Messages(messages) => {
+                out.push_str("a[");
+                for (i, message) in messages.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(message, out);
+                }
+                out.push(']');
+            }
+            Frame::Close { code, reason } => {
+                let _ = write!(out, "c[{code},");
+                write_json_string(reason, out);
+                out.push(']');
+            }
+        }
+    }
+
+    /// The length in bytes of [`Frame::encode`], computed without allocating.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Frame::Open | Frame::Heartbeat => 1,
+            Frame::Messages(messages) => {
+                let commas = messages.len().saturating_sub(1);
+                3 + commas + messages.iter().map(|m| json_string_len(m)).sum::<usize>()
+            }
+            Frame::Close { code, reason } => 4 + decimal_len(*code) + json_string_len(reason),
+        }
+    }
+}
+
+/// The close frame sent to a second receiver while one is attached.
+pub fn another_connection_open() -> Frame {
+    Frame::Close {
+        code: 2010,
+        reason: "Another connection still open".to_owned(),
+    }
+}
+
+/// The close frame of a session whose receiver dropped its connection.
+pub fn connection_interrupted() -> Frame {
+    Frame::Close {
+        code: 1002,
+        reason: "Connection interrupted".to_owned(),
+    }
+}
+
+/// True for the code points SockJS writes as `\uXXXX` on top of standard
+/// JSON escaping, because browsers and proxies mangle them in transit.
+pub fn must_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0000}'..='\u{001f}'
+        | '\u{200c}'..='\u{200f}'
+        | '\u{2028}'..='\u{202f}'
+        | '\u{2060}'..='\u{206f}'
+        | '\u{fff0}'..='\u{ffff}')
+}
+
+/// Writes `s` as a quoted JSON string with the SockJS escaping.
+pub fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut plain_from = 0;
+    for (i, c) in s.char_indices() {
+        let escaped = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            _ => None,
+        };
+        if escaped.is_none() && !must_escape(c) {
+            continue;
+        }
+        out.push_str(&s[plain_from..i]);
+        plain_from = i + c.len_utf8();
+        match escaped {
+            Some(text) => out.push_str(text),
+            None => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+        }
+    }
+    out.push_str(&s[plain_from..]);
+    out.push('"');
+}
+
+/// The length of [`write_json_string`]'s output for `s`.
+pub fn json_string_len(s: &str) -> usize {
+    2 + s
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => 2,
+            c if must_escape(c) => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
+fn decimal_len(mut n: u16) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(items: &[&str]) -> Frame {
+        Frame::Messages(items.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn letters_of_the_simple_frames() {
+        assert_eq!(Frame::Open.encode(), "o");
+        assert_eq!(Frame::Heartbeat.encode(), "h");
+    }
+
+    #[test]
+    fn messages_frame_is_a_json_array_in_order() {
+        assert_eq!(messages(&["a"]).encode(), r#"a["a"]"#);
+        assert_eq!(messages(&["a", "b", ""]).encode(), r#"a["a","b",""]"#);
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_reason() {
+        let frame = Frame::Close {
+            code: 3000,
+            reason: "Go away!".into(),
+        };
+        assert_eq!(frame.encode(), r#"c[3000,"Go away!"]"#);
+        assert_eq!(
+            another_connection_open().encode(),
+            r#"c[2010,"Another connection still open"]"#
+        );
+        assert_eq!(
+            connection_interrupted().encode(),
+            r#"c[1002,"Connection interrupted"]"#
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_use_standard_json_escapes() {
+        assert_eq!(
+            messages(&[r#"say "hi" \o/"#]).encode(),
+            r#"a["say \"hi\" \\o/"]"#
+        );
+    }
+
+    #[test]
+    fn control_characters_are_written_as_lowercase_unicode_escapes() {
+        for c in 0u32..=0x1f {
+            let s = char::from_u32(c).unwrap().to_string();
+            assert_eq!(messages(&[&s]).encode(), format!("a[\"\\u{c:04x}\"]"));
+        }
+    }
+
+    #[test]
+    fn every_sockjs_escaped_range_is_escaped_and_nothing_else() {
+        let ranges = [
+            (0x200c, 0x200f),
+            (0x2028, 0x202f),
+            (0x2060, 0x206f),
+            (0xfff0, 0xffff),
+        ];
+        for (lo, hi) in ranges {
+            for c in lo..=hi {
+                let s = char::from_u32(c).unwrap().to_string();
+                let mut out = String::new();
+                write_json_string(&s, &mut out);
+                assert_eq!(out, format!("\"\\u{c:04x}\""));
+            }
+        }
+        for c in [
+            0x7f, 0xa0, 0xff, 0x200b, 0x2030, 0x205f, 0x2070, 0xffef, 0x1f600,
+        ] {
+            let s = char::from_u32(c).unwrap().to_string();
+            let mut out = String::new();
+            write_json_string(&s, &mut out);
+            assert_eq!(out, format!("\"{s}\""), "U+{c:04X} goes out raw");
+        }
+    }
+
+    #[test]
+    fn escaped_output_is_json_that_decodes_to_the_input() {
+        let all: String = (0u32..0x3000)
+            .chain(0xe000..0x10000)
+            .chain([0x1f600, 0x10ffff])
+            .filter_map(char::from_u32)
+            .collect();
+        let frame = messages(&[&all, "plain"]).encode();
+        let decoded: Vec<String> = serde_json::from_str(&frame[1..]).unwrap();
+        assert_eq!(decoded, vec![all, "plain".to_string()]);
+    }
+
+    #[test]
+    fn encoded_len_matches_encode() {
+        let frames = [
+            Frame::Open,
+            Frame::Heartbeat,
+            messages(&[]),
+            messages(&["", "x\u{2028}\"\\\u{0}é😀"]),
+            Frame::Close {
+                code: 7,
+                reason: "a\nb".into(),
+            },
+            Frame::Close {
+                code: 65535,
+                reason: String::new(),
+            },
+        ];
+        for frame in frames {
+            assert_eq!(frame.encoded_len(), frame.encode().len(), "{frame:?}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The SockJS protocol with no I/O: routing, frames, inbound payloads and the
+//! session state machine. Nothing here knows actix, tokio or sockets; time
+//! comes in as an argument and decisions come out as values.
+
+pub mod frame;
+pub mod inbound;
+pub mod route;
+pub mod session;
+pub mod wrap;

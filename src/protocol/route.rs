@@ -1,0 +1,327 @@
+//! The URL map under one service prefix (PROTOCOL.md section 1).
+
+/// The request methods the router distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Options,
+    Other,
+}
+
+/// A request that opens or feeds a session receiver (section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiverKind {
+    XhrPolling,
+    XhrStreaming,
+    EventSource,
+    HtmlFile,
+    JsonpPolling,
+}
+
+/// A request that carries messages from the client into a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    Xhr,
+    Jsonp,
+}
+
+/// What a path under `PREFIX/SERVER/SESSION/` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEndpoint {
+    Websocket,
+    Receiver(ReceiverKind),
+    Send(SendKind),
+}
+
+/// A request the service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    Greeting,
+    Info,
+    Iframe,
+    RawWebsocket,
+    /// A CORS preflight; `allow` is the `Access-Control-Allow-Methods` value.
+    Preflight {
+        allow: &'static str,
+    },
+    Session {
+        session_id: &'a str,
+        endpoint: SessionEndpoint,
+    },
+}
+
+/// A request the service refuses before any session is involved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    /// The path exists but not for this method; `allow` is the `Allow` value.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+}
+
+const GET: &str = "GET";
+const POST: &str = "POST";
+const OPTIONS_GET: &str = "OPTIONS, GET";
+const OPTIONS_POST: &str = "OPTIONS, POST";
+
+/// Routes `path`, the request path below the service prefix without the query
+/// string (`""` for the prefix itself, `"/info"`, `"/000/abc/xhr"`, ...).
+pub fn route(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
+    match path {
+        "" | "/" => only(method, Method::Get, GET, Route::Greeting),
+        "/info" => match method {
+            Method::Get => Ok(Route::Info),
+            Method::Options => Ok(Route::Preflight { allow: OPTIONS_GET }),
+            _ => Err(RouteError::MethodNotAllowed { allow: OPTIONS_GET }),
+        },
+        "/websocket" => only(method, Method::Get, GET, Route::RawWebsocket),
+        _ if is_iframe_page(path) => only(method, Method::Get, GET, Route::Iframe),
+        _ => route_session(method, path),
+    }
+}
+
+fn only<'a>(
+    method: Method,
+    expected: Method,
+    allow: &'static str,
+    route: Route<'a>,
+) -> Result<Route<'a>, RouteError> {
+    if method == expected {
+        Ok(route)
+    } else {
+        Err(RouteError::MethodNotAllowed { allow })
+    }
+}
+
+/// `/iframe.html` or `/iframe-ANYTHING.html`, where ANYTHING holds no `/`.
+fn is_iframe_page(path: &str) -> bool {
+    let Some(middle) = path
+        .strip_prefix("/iframe")
+        .and_then(|rest| rest.strip_suffix(".html"))
+    else {
+        return false;
+    };
+    middle.is_empty() || (middle.starts_with('-') && middle.len() > 1 && !middle.contains('/'))
+}
+
+fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
+    let mut segments = path
+        .strip_prefix('/')
+        .ok_or(RouteError::NotFound)?
+        .split('/');
+    let (Some(server_id), Some(session_id), Some(transport), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(RouteError::NotFound);
+    };
+    if !is_id_segment(server_id) || !is_id_segment(session_id) {
+        return Err(RouteError::NotFound);
+    }
+    use ReceiverKind::*;
+    let (endpoint, preflight, allow) = match transport {
+        "websocket" => (SessionEndpoint::Websocket, false, GET),
+        "xhr" => (SessionEndpoint::Receiver(XhrPolling), true, OPTIONS_POST),
+        "xhr_streaming" => (SessionEndpoint::Receiver(XhrStreaming), true, OPTIONS_POST),
+        "xhr_send" => (SessionEndpoint::Send(SendKind::Xhr), true, OPTIONS_POST),
+        "eventsource" => (SessionEndpoint::Receiver(EventSource), false, GET),
+        "htmlfile" => (SessionEndpoint::Receiver(HtmlFile), false, GET),
+        "jsonp" => (SessionEndpoint::Receiver(JsonpPolling), false, GET),
+        "jsonp_send" => (SessionEndpoint::Send(SendKind::Jsonp), false, POST),
+        _ => return Err(RouteError::NotFound),
+    };
+    let expected = if allow == GET {
+        Method::Get
+    } else {
+        Method::Post
+    };
+    if method == expected {
+        Ok(Route::Session {
+            session_id,
+            endpoint,
+        })
+    } else if method == Method::Options && preflight {
+        Ok(Route::Preflight { allow })
+    } else {
+        Err(RouteError::MethodNotAllowed { allow })
+    }
+}
+
+/// `SERVER` and `SESSION` are each one non-empty segment without a dot.
+fn is_id_segment(segment: &str) -> bool {
+    !segment.is_empty() && !segment.contains('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Method::*;
+
+    fn session(endpoint: SessionEndpoint) -> Result<Route<'static>, RouteError> {
+        Ok(Route::Session {
+            session_id: "s",
+            endpoint,
+        })
+    }
+
+    #[test]
+    fn greeting_with_and_without_slash() {
+        assert_eq!(route(Get, ""), Ok(Route::Greeting));
+        assert_eq!(route(Get, "/"), Ok(Route::Greeting));
+        assert_eq!(
+            route(Post, ""),
+            Err(RouteError::MethodNotAllowed { allow: "GET" })
+        );
+    }
+
+    #[test]
+    fn info_and_its_preflight() {
+        assert_eq!(route(Get, "/info"), Ok(Route::Info));
+        assert_eq!(
+            route(Options, "/info"),
+            Ok(Route::Preflight {
+                allow: "OPTIONS, GET"
+            })
+        );
+        assert_eq!(
+            route(Post, "/info"),
+            Err(RouteError::MethodNotAllowed {
+                allow: "OPTIONS, GET"
+            })
+        );
+    }
+
+    #[test]
+    fn iframe_page_variants() {
+        for path in [
+            "/iframe.html",
+            "/iframe-a.html",
+            "/iframe-0.3.4.html",
+            "/iframe-x-y_z.html",
+        ] {
+            assert_eq!(route(Get, path), Ok(Route::Iframe), "{path}");
+        }
+        for path in [
+            "/iframe.htm",
+            "/IFRAME.HTML",
+            "/iframe-/.html",
+            "/iframe-.html",
+            "/iframeX.html",
+            "/iframe.html/",
+        ] {
+            assert_eq!(route(Get, path), Err(RouteError::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn websockets_are_get_only_with_allow_get() {
+        assert_eq!(route(Get, "/websocket"), Ok(Route::RawWebsocket));
+        assert_eq!(
+            route(Get, "/1/s/websocket"),
+            Ok(Route::Session {
+                session_id: "s",
+                endpoint: SessionEndpoint::Websocket
+            })
+        );
+        for path in ["/websocket", "/1/s/websocket"] {
+            assert_eq!(
+                route(Post, path),
+                Err(RouteError::MethodNotAllowed { allow: "GET" })
+            );
+        }
+    }
+
+    #[test]
+    fn every_session_transport() {
+        use ReceiverKind::*;
+        let cases = [
+            (Post, "xhr", SessionEndpoint::Receiver(XhrPolling)),
+            (
+                Post,
+                "xhr_streaming",
+                SessionEndpoint::Receiver(XhrStreaming),
+            ),
+            (Post, "xhr_send", SessionEndpoint::Send(SendKind::Xhr)),
+            (Get, "eventsource", SessionEndpoint::Receiver(EventSource)),
+            (Get, "htmlfile", SessionEndpoint::Receiver(HtmlFile)),
+            (Get, "jsonp", SessionEndpoint::Receiver(JsonpPolling)),
+            (Post, "jsonp_send", SessionEndpoint::Send(SendKind::Jsonp)),
+        ];
+        for (method, name, endpoint) in cases {
+            assert_eq!(
+                route(method, &format!("/000/s/{name}")),
+                session(endpoint),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn xhr_paths_have_preflights_and_refuse_get() {
+        for name in ["xhr", "xhr_streaming", "xhr_send"] {
+            let path = format!("/0/s/{name}");
+            assert_eq!(
+                route(Options, &path),
+                Ok(Route::Preflight {
+                    allow: "OPTIONS, POST"
+                })
+            );
+            assert_eq!(
+                route(Get, &path),
+                Err(RouteError::MethodNotAllowed {
+                    allow: "OPTIONS, POST"
+                })
+            );
+        }
+        assert_eq!(
+            route(Get, "/0/s/jsonp_send"),
+            Err(RouteError::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            route(Post, "/0/s/jsonp"),
+            Err(RouteError::MethodNotAllowed { allow: "GET" })
+        );
+    }
+
+    #[test]
+    fn any_id_without_a_dot_is_accepted_and_server_id_is_ignored() {
+        for (server, id) in [
+            ("_", "_"),
+            ("1", "1"),
+            ("abcdefgh_i-j%20", "abcdefgh_i-j%20"),
+            ("999", "0f8e2f0c-1b0e-4b8e-9d3c-1a2b3c4d5e6f"),
+        ] {
+            match route(Post, &format!("/{server}/{id}/xhr")) {
+                Ok(Route::Session { session_id, .. }) => assert_eq!(session_id, id),
+                other => panic!("{server}/{id}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn everything_else_is_not_found() {
+        for path in [
+            "/a",
+            "//",
+            "/a/a/",
+            "/a./a/xhr",
+            "/a/a./xhr",
+            "/a/a/xhr/",
+            "//a/xhr",
+            "/a//xhr",
+            "/a/a/unknown",
+            "/a/a/a/xhr",
+            "/info/",
+            "/websocket/",
+            "/a/a/XHR",
+            "info",
+        ] {
+            assert_eq!(route(Post, path), Err(RouteError::NotFound), "POST {path}");
+            assert_eq!(route(Get, path), Err(RouteError::NotFound), "GET {path}");
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The session state machine shared by every transport (PROTOCOL.md section 3).
+//!
+//! It owns no sockets and reads no clock: the driver feeds it events
+//! (`attach_receiver`, `detach_receiver`, `handle_*`, application commands)
+//! with the current time, and takes out what must happen (`poll_delivery`,
+//! `take_inbound`, `poll_timeout`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::frame::{self, Frame};
+
+/// Per-session timings and bounds.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Idle time after which an attached receiver gets `h`; `None` turns
+    /// heartbeats off.
+    pub heartbeat_delay: Option<Duration>,
+    /// How long a session lives with no receiver before it is closed and forgotten.
+    pub disconnect_delay: Duration,
+    /// Bytes of frames after which a streaming receiver ends its response.
+    pub response_limit: usize,
+    /// Bound on messages waiting for a receiver, in bytes.
+    pub max_queued_bytes: usize,
+    /// Bound on messages received but not yet taken by the application, in bytes.
+    pub max_inbound_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            heartbeat_delay: Some(Duration::from_secs(25)),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            max_queued_bytes: 1024 * 1024,
+            max_inbound_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// How a receiver carries frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverMode {
+    /// One frame, then the response ends (`xhr`, `jsonp`).
+    Polling,
+    /// Frames until `response_limit` bytes (`xhr_streaming`, `eventsource`, `htmlfile`).
+    Streaming,
+    /// Frames for as long as the connection lives (both WebSockets).
+    Websocket,
+}
+
+/// Names one attachment of a receiver, so a stale one cannot act on a newer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverId(u64);
+
+/// The answer to a receiver that asks to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    Attached(ReceiverId),
+    /// Write this frame and end the response; the session is not disturbed.
+    Refused(Frame),
+}
+
+/// A frame for the attached receiver; after it, `end` says to end the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub frame: Frame,
+    pub end: bool,
+}
+
+/// How a receiver went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    /// Its response ended normally.
+    Finished,
+    /// The client's connection dropped under it.
+    Interrupted,
+}
+
+/// Why a session closed, as the application learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The application closed it with this code and reason.
+    Application { code: u16, reason: String },
+    /// The client closed its WebSocket with this code and reason.
+    Client { code: u16, reason: String },
+    /// The client's connection dropped under an attached receiver.
+    Interrupted,
+    /// No receiver came for `disconnect_delay`.
+    Timeout,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Open,
+    /// Closed, with messages still to deliver before the close frame.
+    Closing,
+    Closed,
+}
+
+/// Why the application's message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The session is closed; the message will never be delivered.
+    Closed,
+    /// The outgoing queue is at its bound; try again once it drains.
+    Full,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "session closed",
+            SendError::Full => "outgoing queue full",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why inbound messages cannot be taken now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundRefusal {
+    /// The session is closed; the messages are refused.
+    Closed,
+    /// The application has not taken earlier messages yet; retry when it has.
+    Full,
+}
+
+/// What the application takes next from the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundEvent {
+    Message(String),
+    /// No message is left and the session is closed.
+    Closed(CloseReason),
+}
+
+/// What a clock tick changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutOutcome {
+    Nothing,
+    /// A heartbeat is ready for the attached receiver.
+    Heartbeat,
+    /// `disconnect_delay` passed with no receiver: the session is closed and
+    /// must now be forgotten.
+    Expired,
+}
+
+#[derive(Debug)]
+struct Receiver {
+    id: ReceiverId,
+    mode: ReceiverMode,
+    bytes_written: usize,
+}
+
+#[derive(Debug)]
+struct Closure {
+    reason: CloseReason,
+    frame: Frame,
+}
+
+/// One SockJS session, whatever carries it.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    open_sent: bool,
+    outgoing: VecDeque<String>,
+    queued_bytes: usize,
+    inbound: VecDeque<String>,
+    inbound_bytes: usize,
+    receiver: Option<Receiver>,
+    next_receiver_id: u64,
+    heartbeat_due: Option<Instant>,
+    heartbeat_pending: bool,
+    disconnect_at: Option<Instant>,
+    closure: Option<Closure>,
+    expired: bool,
+}
+
+impl Session {
+    /// A new session with no receiver yet.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let disconnect_at = Some(now + config.disconnect_delay);
+        Session {
+            config,
+            open_sent: false,
+            outgoing: VecDeque::new(),
+            queued_bytes: 0,
+            inbound: VecDeque::new(),
+            inbound_bytes: 0,
+            receiver: None,
+            next_receiver_id: 0,
+            heartbeat_due: None,
+            heartbeat_pending: false,
+            disconnect_at,
+            closure: None,
+            expired: false,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match (&self.closure, self.outgoing.is_empty()) {
+            (None, _) => Phase::Open,
+            (Some(_), false) => Phase::Closing,
+            (Some(_), true) => Phase::Closed,
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closure.as_ref().map(|c| &c.reason)
+    }
+
+    /// True once `disconnect_delay` has passed with no receiver.
+    pub fn is_expired(&self) -> bool {
+        self.expired
+    }
+
+    pub fn has_receiver(&self) -> bool {
+        self.receiver.is_some()
+    }
+
+    /// Bytes of outgoing messages waiting for a receiver.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// A receiver asks to carry this session's frames.
+    pub fn attach_receiver(&mut self, mode: ReceiverMode, now: Instant) -> Attach {
+        if self.receiver.is_some() {
+            return Attach::Refused(frame::another_connection_open());
+        }
+        if let Some(closure) = &self.closure {
+            if self.open_sent && self.outgoing.is_empty() {
+                return Attach::Refused(closure.frame.clone());
+            }
+        }
+        let id = ReceiverId(self.next_receiver_id);
+        self.next_receiver_id += 1;
+        self.receiver = Some(Receiver {
+            id,
+            mode,
+            bytes_written: 0,
+        });
+        self.disconnect_at = None;
+        self.heartbeat_due = self.config.heartbeat_delay.map(|d| now + d);
+        self.heartbeat_pending = false;
+        Attach::Attached(id)
+    }
+
+    /// The receiver `id` went away. A dropped connection closes the session
+    /// as interrupted.
+    pub fn detach_receiver(&mut self, id: ReceiverId, how: Detach, now: Instant) {
+        let Some(mode) = self
+            .receiver
+            .as_ref()
+            .filter(|r| r.id == id)
+            .map(|r| r.mode)
+        else {
+            return;
+        };
+        self.release_receiver(now);
+        if how == Detach::Interrupted || mode == ReceiverMode::Websocket {
+            self.close_with(CloseReason::Interrupted, frame::connection_interrupted());
+        }
+    }
+
+    /// Frees the receiver slot. A WebSocket session has only the one
+    /// connection, so it ends with it; others wait `disconnect_delay` for the next.
+    fn release_receiver(&mut self, now: Instant) {
+        let mode = self.receiver.take().map(|r| r.mode);
+        self.heartbeat_due = None;
+        self.heartbeat_pending = false;
+        if mode == Some(ReceiverMode::Websocket) {
+            self.expired = true;
+            self.disconnect_at = None;
+        } else {
+            self.disconnect_at = Some(now + self.config.disconnect_delay);
+        }
+    }
+
+    /// The next frame for receiver `id`, if one is ready.
+    pub fn poll_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<Delivery> {
+        let receiver = self.receiver.as_mut().filter(|r| r.id == id)?;
+        let frame = if !self.open_sent {
+            self.open_sent = true;
+            Frame::Open
+        } else if !self.outgoing.is_empty() {
+            self.queued_bytes = 0;
+            Frame::Messages(self.outgoing.drain(..).collect())
+        } else if let Some(closure) = &self.closure {
+            closure.frame.clone()
+        } else if self.heartbeat_pending {
+            Frame::Heartbeat
+        } else {
+            return None;
+        };
+        let end = matches!(frame, Frame::Close { .. })
+            || match receiver.mode {
+                ReceiverMode::Polling => true,
+                ReceiverMode::Streaming => {
+                    receiver.bytes_written += frame.encoded_len();
+                    receiver.bytes_written >= self.config.response_limit
+                }
+                ReceiverMode::Websocket => false,
+            };
+        self.heartbeat_pending = false;
+        if end {
+            self.release_receiver(now);
+        } else {
+            self.heartbeat_due = self.config.heartbeat_delay.map(|d| now + d);
+        }
+        Some(Delivery { frame, end })
+    }
+
+    /// The application sends a message; it waits in order for a receiver.
+    pub fn send(&mut self, message: String) -> Result<(), SendError> {
+        self.check_outgoing_room(message.len())?;
+        self.queued_bytes += message.len();
+        self.outgoing.push_back(message);
+        Ok(())
+    }
+
+    /// Whether a message of `bytes` can be queued now. The queue always takes
+    /// one message when it is empty, so a message larger than the bound still goes.
+    pub fn check_outgoing_room(&self, bytes: usize) -> Result<(), SendError> {
+        if self.closure.is_some() {
+            Err(SendError::Closed)
+        } else if !self.outgoing.is_empty()
+            && self.queued_bytes + bytes > self.config.max_queued_bytes
+        {
+            Err(SendError::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The application closes the session. Queued messages still go out,
+    /// then `c[code,"reason"]` to this and every later receiver.
+    /// Returns false if the session was already closed.
+    pub fn close(&mut self, code: u16, reason: &str) -> bool {
+        let frame = Frame::Close {
+            code,
+            reason: reason.to_owned(),
+        };
+        let reason = CloseReason::Application {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.close_with(reason, frame)
+    }
+
+    /// The client closed its WebSocket with this code and reason.
+    pub fn handle_client_close(&mut self, code: u16, reason: &str) -> bool {
+        let frame = Frame::Close {
+            code,
+            reason: reason.to_owned(),
+        };
+        let reason = CloseReason::Client {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.close_with(reason, frame)
+    }
+
+    fn close_with(&mut self, reason: CloseReason, frame: Frame) -> bool {
+        if self.closure.is_some() {
+            return false;
+        }
+        self.closure = Some(Closure { reason, frame });
+        true
+    }
+
+    /// Whether `bytes` more of inbound messages can be taken now.
+    pub fn check_inbound_room(&self, bytes: usize) -> Result<(), InboundRefusal> {
+        if self.closure.is_some() {
+            Err(InboundRefusal::Closed)
+        } else if self.inbound_bytes > 0
+            && self.inbound_bytes + bytes > self.config.max_inbound_bytes
+        {
+            Err(InboundRefusal::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Messages from the client, for the application, in order. Callers check
+    /// [`Session::check_inbound_room`] first; a closed session drops them.
+    pub fn handle_inbound(&mut self, messages: Vec<String>) {
+        if self.closure.is_some() {
+            return;
+        }
+        for message in messages {
+            self.inbound_bytes += message.len();
+            self.inbound.push_back(message);
+        }
+    }
+
+    /// The next message for the application; once none is left, the close
+    /// reason if the session is closed.
+    pub fn take_inbound(&mut self) -> Option<InboundEvent> {
+        if let Some(message) = self.inbound.pop_front() {
+            self.inbound_bytes -= message.len();
+            return Some(InboundEvent::Message(message));
+        }
+        self.close_reason().cloned().map(InboundEvent::Closed)
+    }
+
+    /// The clock reached `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> TimeoutOutcome {
+        if self.expired {
+            return TimeoutOutcome::Nothing;
+        }
+        if self.disconnect_at.is_some_and(|at| now >= at) {
+            self.close_with(CloseReason::Timeout, frame::connection_interrupted());
+            self.expired = true;
+            return TimeoutOutcome::Expired;
+        }
+        if self.closure.is_none() && !self.heartbeat_pending {
+            if let (Some(_), Some(due), Some(delay)) = (
+                &self.receiver,
+                self.heartbeat_due,
+                self.config.heartbeat_delay,
+            ) {
+                if now >= due {
+                    self.heartbeat_pending = true;
+                    self.heartbeat_due = Some(now + delay);
+                    return TimeoutOutcome::Heartbeat;
+                }
+            }
+        }
+        TimeoutOutcome::Nothing
+    }
+
+    /// When [`Session::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.expired {
+            return None;
+        }
+        let heartbeat = match (&self.receiver, &self.closure) {
+            (Some(_), None) if !self.heartbeat_pending => self.heartbeat_due,
+            _ => None,
+        };
+        match (heartbeat, self.disconnect_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEARTBEAT: Duration = Duration::from_secs(25);
+    const DISCONNECT: Duration = Duration::from_secs(5);
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            response_limit: 20,
+            max_queued_bytes: 10,
+            max_inbound_bytes: 10,
+            ..SessionConfig::default()
+        }
+    }
+
+    fn session() -> (Session, Instant) {
+        let now = Instant::now();
+        (Session::new(config(), now), now)
+    }
+
+    fn attach(session: &mut Session, mode: ReceiverMode, now: Instant) -> ReceiverId {
+        match session.attach_receiver(mode, now) {
+            Attach::Attached(id) => id,
+            Attach::Refused(frame) => panic!("refused with {}", frame.encode()),
+        }
+    }
+
+    fn encoded(delivery: Option<Delivery>) -> Option<(String, bool)> {
+        delivery.map(|d| (d.frame.encode(), d.end))
+    }
+
+    fn frame(text: &str, end: bool) -> Option<(String, bool)> {
+        Some((text.to_owned(), end))
+    }
+
+    #[test]
+    fn first_receiver_gets_open_and_polling_ends_after_one_frame() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", true));
+        assert!(!s.has_receiver());
+        assert_eq!(
+            s.poll_delivery(r, now),
+            None,
+            "an ended receiver gets nothing more"
+        );
+    }
+
+    #[test]
+    fn messages_queued_without_receiver_go_in_order_in_one_frame() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        s.send("a".into()).unwrap();
+        s.send("b".into()).unwrap();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(
+            encoded(s.poll_delivery(r, now)),
+            frame(r#"a["a","b"]"#, true)
+        );
+        assert_eq!(s.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn polling_receiver_with_nothing_queued_waits() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(s.poll_delivery(r, now), None);
+        s.send("x".into()).unwrap();
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame(r#"a["x"]"#, true));
+    }
+
+    #[test]
+    fn second_receiver_is_refused_and_first_is_undisturbed() {
+        let (mut s, now) = session();
+        let first = attach(&mut s, ReceiverMode::Streaming, now);
+        assert_eq!(
+            s.attach_receiver(ReceiverMode::Polling, now),
+            Attach::Refused(frame::another_connection_open())
+        );
+        assert_eq!(encoded(s.poll_delivery(first, now)), frame("o", false));
+        s.send("x".into()).unwrap();
+        assert_eq!(
+            encoded(s.poll_delivery(first, now)),
+            frame(r#"a["x"]"#, false)
+        );
+    }
+
+    #[test]
+    fn streaming_ends_once_frames_reach_the_response_limit() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", false)); // 1 byte
+        s.send("123456789".into()).unwrap(); // a["123456789"] is 15 bytes: 16 < 20
+        assert_eq!(s.poll_delivery(r, now).map(|d| d.end), Some(false));
+        s.send("x".into()).unwrap(); // 7 more bytes: 23 >= 20
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame(r#"a["x"]"#, true));
+        assert!(!s.has_receiver());
+        assert_eq!(s.phase(), Phase::Open, "the session lives on");
+    }
+
+    #[test]
+    fn response_limit_of_one_makes_streaming_poll() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                response_limit: 1,
+                ..config()
+            },
+            now,
+        );
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", true));
+    }
+
+    #[test]
+    fn websocket_receiver_never_ends_by_size() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.send("a very long message indeed".into()).unwrap();
+        assert_eq!(s.poll_delivery(r, now).map(|d| d.end), Some(false));
+    }
+
+    #[test]
+    fn application_close_reaches_the_attached_receiver_after_queued_messages() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        s.send("last".into()).unwrap();
+        assert!(s.close(3000, "Go away!"));
+        assert_eq!(s.phase(), Phase::Closing);
+        assert_eq!(s.send("late".into()), Err(SendError::Closed));
+        assert_eq!(
+            encoded(s.poll_delivery(r, now)),
+            frame(r#"a["last"]"#, false)
+        );
+        assert_eq!(
+            encoded(s.poll_delivery(r, now)),
+            frame(r#"c[3000,"Go away!"]"#, true)
+        );
+        assert_eq!(s.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn closed_session_answers_every_later_receiver_with_its_close_frame() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        s.close(3000, "Go away!");
+        let close = Frame::Close {
+            code: 3000,
+            reason: "Go away!".into(),
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                s.attach_receiver(ReceiverMode::Polling, now),
+                Attach::Refused(close.clone())
+            );
+        }
+        assert!(!s.close(1000, "again"), "a session closes once");
+    }
+
+    #[test]
+    fn a_session_closed_before_its_first_receiver_still_opens_first() {
+        let (mut s, now) = session();
+        s.close(3000, "Go away!");
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", false));
+        assert_eq!(
+            encoded(s.poll_delivery(r, now)),
+            frame(r#"c[3000,"Go away!"]"#, true)
+        );
+    }
+
+    #[test]
+    fn dropped_receiver_interrupts_the_session() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.detach_receiver(r, Detach::Interrupted, now);
+        assert_eq!(s.close_reason(), Some(&CloseReason::Interrupted));
+        assert_eq!(
+            s.attach_receiver(ReceiverMode::Polling, now),
+            Attach::Refused(frame::connection_interrupted())
+        );
+        assert_eq!(
+            s.take_inbound(),
+            Some(InboundEvent::Closed(CloseReason::Interrupted))
+        );
+    }
+
+    #[test]
+    fn a_websocket_session_ends_with_its_connection() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.detach_receiver(r, Detach::Finished, now);
+        assert!(s.is_expired());
+        assert_eq!(s.close_reason(), Some(&CloseReason::Interrupted));
+        assert_eq!(s.poll_timeout(), None);
+
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.close(3000, "Go away!");
+        assert_eq!(s.poll_delivery(r, now).map(|d| d.end), Some(true));
+        assert!(s.is_expired(), "after its close frame");
+    }
+
+    #[test]
+    fn a_stale_receiver_cannot_detach_a_newer_one() {
+        let (mut s, now) = session();
+        let old = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(old, now);
+        let new = attach(&mut s, ReceiverMode::Polling, now);
+        s.detach_receiver(old, Detach::Interrupted, now);
+        assert!(s.has_receiver());
+        assert_eq!(s.phase(), Phase::Open);
+        assert_eq!(s.poll_delivery(old, now), None);
+        s.detach_receiver(new, Detach::Finished, now);
+        assert_eq!(s.phase(), Phase::Open, "a normal end does not close");
+    }
+
+    #[test]
+    fn session_expires_after_disconnect_delay_without_receiver() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT));
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(), Some(now + DISCONNECT));
+        assert_eq!(
+            s.handle_timeout(now + DISCONNECT - Duration::from_millis(1)),
+            TimeoutOutcome::Nothing
+        );
+        assert_eq!(s.handle_timeout(now + DISCONNECT), TimeoutOutcome::Expired);
+        assert!(s.is_expired());
+        assert_eq!(
+            s.take_inbound(),
+            Some(InboundEvent::Closed(CloseReason::Timeout))
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_attached_receiver_holds_off_expiry() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        let later = now + Duration::from_secs(4);
+        let _r = attach(&mut s, ReceiverMode::Polling, later);
+        assert_eq!(
+            s.handle_timeout(now + Duration::from_secs(60)),
+            TimeoutOutcome::Heartbeat
+        );
+        assert!(!s.is_expired());
+    }
+
+    #[test]
+    fn closed_session_is_forgotten_disconnect_delay_after_its_last_receiver() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now);
+        s.close(3000, "Go away!");
+        assert_eq!(s.handle_timeout(now + DISCONNECT), TimeoutOutcome::Expired);
+        assert_eq!(
+            s.take_inbound(),
+            Some(InboundEvent::Closed(CloseReason::Application {
+                code: 3000,
+                reason: "Go away!".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn heartbeat_after_idle_delay_only_with_a_receiver() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_delivery(r, now), None);
+        assert_eq!(
+            s.handle_timeout(now + HEARTBEAT - Duration::from_millis(1)),
+            TimeoutOutcome::Nothing
+        );
+        assert_eq!(s.handle_timeout(now + HEARTBEAT), TimeoutOutcome::Heartbeat);
+        assert_eq!(
+            encoded(s.poll_delivery(r, now + HEARTBEAT)),
+            frame("h", false)
+        );
+        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT + HEARTBEAT));
+    }
+
+    #[test]
+    fn any_frame_postpones_the_heartbeat() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        let later = now + Duration::from_secs(20);
+        s.send("x".into()).unwrap();
+        s.poll_delivery(r, later);
+        assert_eq!(s.handle_timeout(now + HEARTBEAT), TimeoutOutcome::Nothing);
+        assert_eq!(s.poll_timeout(), Some(later + HEARTBEAT));
+    }
+
+    #[test]
+    fn zero_heartbeat_delay_means_no_heartbeats() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                heartbeat_delay: None,
+                ..config()
+            },
+            now,
+        );
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(
+            s.handle_timeout(now + Duration::from_secs(3600)),
+            TimeoutOutcome::Nothing
+        );
+    }
+
+    #[test]
+    fn outgoing_queue_is_bounded_but_takes_one_oversized_message() {
+        let (mut s, _) = session();
+        s.send("this is longer than ten bytes".into()).unwrap();
+        assert_eq!(s.send("x".into()), Err(SendError::Full));
+        let (mut s, _) = session();
+        s.send("12345".into()).unwrap();
+        s.send("67890".into()).unwrap();
+        assert_eq!(s.send("1".into()), Err(SendError::Full));
+    }
+
+    #[test]
+    fn inbound_messages_reach_the_application_in_order_then_the_close() {
+        let (mut s, _) = session();
+        s.check_inbound_room(2).unwrap();
+        s.handle_inbound(vec!["a".into(), "b".into()]);
+        assert_eq!(s.check_inbound_room(9), Err(InboundRefusal::Full));
+        s.handle_client_close(1000, "bye");
+        assert_eq!(s.take_inbound(), Some(InboundEvent::Message("a".into())));
+        assert_eq!(s.take_inbound(), Some(InboundEvent::Message("b".into())));
+        let closed = InboundEvent::Closed(CloseReason::Client {
+            code: 1000,
+            reason: "bye".into(),
+        });
+        assert_eq!(s.take_inbound(), Some(closed.clone()));
+        assert_eq!(s.take_inbound(), Some(closed));
+        assert_eq!(s.check_inbound_room(1), Err(InboundRefusal::Closed));
+    }
+
+    #[test]
+    fn open_session_with_no_inbound_has_nothing_for_the_application() {
+        let (mut s, _) = session();
+        assert_eq!(s.take_inbound(), None);
+        assert_eq!(
+            s.check_inbound_room(usize::MAX),
+            Ok(()),
+            "an empty queue takes any one payload"
+        );
+    }
+}

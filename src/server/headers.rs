@@ -1,0 +1,74 @@
+//! Headers many responses share (PROTOCOL.md sections 7 and 8).
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, HeaderValue, HttpDate};
+use actix_web::{HttpRequest, HttpResponseBuilder};
+
+pub const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
+pub const ONE_YEAR_SECS: u64 = 31_536_000;
+pub const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+pub const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
+pub const HTML: &str = "text/html; charset=UTF-8";
+
+/// Forbids every cache on the way.
+pub fn no_cache(builder: &mut HttpResponseBuilder) {
+    builder.insert_header((header::CACHE_CONTROL, NO_CACHE));
+}
+
+/// Lets every cache keep the response for a year.
+pub fn cache_for_a_year(builder: &mut HttpResponseBuilder) {
+    let expires = HttpDate::from(SystemTime::now() + Duration::from_secs(ONE_YEAR_SECS));
+    builder
+        .insert_header((
+            header::CACHE_CONTROL,
+            format!("public, max-age={ONE_YEAR_SECS}"),
+        ))
+        .insert_header((header::EXPIRES, expires.to_string()));
+}
+
+/// CORS for the XHR transports and `/info`: the request's origin echoed with
+/// credentials (the string `null` too), or `*` without credentials.
+pub fn cors(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
+    match req.headers().get(header::ORIGIN) {
+        Some(origin) => {
+            builder
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+        }
+        None => {
+            builder.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+        }
+    }
+    builder.insert_header((header::VARY, "Origin"));
+}
+
+/// `JSESSIONID=VALUE; path=/`, with the request's own value or `dummy`.
+pub fn jsessionid(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
+    let value = request_cookie(req, "JSESSIONID").unwrap_or_else(|| "dummy".to_owned());
+    let cookie = format!("JSESSIONID={value}; path=/");
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        builder.insert_header((header::SET_COOKIE, cookie));
+    }
+}
+
+fn request_cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty() && is_cookie_value(value))
+        .map(|(_, value)| value.to_owned())
+}
+
+/// RFC 6265 cookie-octets, so an echoed value cannot inject attributes.
+fn is_cookie_value(value: &str) -> bool {
+    value.bytes().all(|b| {
+        b == 0x21
+            || (0x23..=0x2b).contains(&b)
+            || (0x2d..=0x3a).contains(&b)
+            || (0x3c..=0x5b).contains(&b)
+            || (0x5d..=0x7e).contains(&b)
+    })
+}

@@ -1,0 +1,150 @@
+//! actix-web glue: one dispatcher per service that maps a request to the
+//! protocol core's route and hands it to the endpoint that serves it.
+
+pub(crate) mod headers;
+mod pages;
+mod receiver;
+pub(crate) mod registry;
+mod send;
+pub(crate) mod shared;
+mod websocket;
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method as HttpMethod, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::future::LocalBoxFuture;
+
+use crate::options::Options;
+use crate::protocol::route::{self, Method, Route, RouteError, SessionEndpoint};
+use crate::protocol::session::SessionConfig;
+use crate::session::{Peer, Session};
+use registry::Registry;
+use shared::SharedSession;
+
+pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + Send + Sync>;
+
+/// Everything one mounted service needs, shared by all workers.
+pub(crate) struct ServiceState {
+    pub prefix: String,
+    pub options: Options,
+    pub session_config: SessionConfig,
+    pub registry: Registry,
+    pub handler: Handler,
+    pub iframe: pages::IframePage,
+}
+
+impl ServiceState {
+    pub fn new(prefix: String, options: Options, handler: Handler) -> Self {
+        ServiceState {
+            prefix,
+            session_config: options.session_config(),
+            iframe: pages::IframePage::new(&options.sockjs_url),
+            options,
+            registry: Registry::default(),
+            handler,
+        }
+    }
+
+    /// Starts a session's application handler and, for a registered one, its timer.
+    fn start_session(self: &Arc<Self>, shared: &Arc<SharedSession>, registered_as: Option<&str>) {
+        let application = (self.handler)(Session {
+            shared: shared.clone(),
+        });
+        shared::spawn_application(shared, application);
+        let state = self.clone();
+        let id = registered_as.map(str::to_owned);
+        let session = shared.clone();
+        actix_rt::spawn(shared.clone().run_timer(move || {
+            if let Some(id) = id {
+                state.registry.remove(&id, &session);
+            }
+        }));
+    }
+
+    fn new_session(&self, req: &HttpRequest, transport: &'static str) -> Arc<SharedSession> {
+        SharedSession::new(self.session_config.clone(), self.peer(req, transport))
+    }
+
+    fn peer(&self, req: &HttpRequest, transport: &'static str) -> Peer {
+        Peer {
+            transport,
+            remote_addr: req.peer_addr(),
+            headers: allowed_headers(req.headers(), &self.options.peer_headers),
+            path: req.path().to_owned(),
+            query: req.query_string().to_owned(),
+        }
+    }
+}
+
+fn allowed_headers(headers: &HeaderMap, allowed: &[String]) -> Vec<(String, String)> {
+    allowed
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(name.as_str())?.to_str().ok()?;
+            Some((name.to_ascii_lowercase(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Every request under a service's prefix comes here.
+pub(crate) async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServiceState>,
+) -> HttpResponse {
+    let state = state.into_inner();
+    let path = req.path().get(state.prefix.len()..).unwrap_or_default();
+    let method = match *req.method() {
+        HttpMethod::GET => Method::Get,
+        HttpMethod::POST => Method::Post,
+        HttpMethod::OPTIONS => Method::Options,
+        _ => Method::Other,
+    };
+    let transports = &state.options.transports;
+    let route = match route::route(method, path) {
+        Ok(route) => route,
+        Err(RouteError::NotFound) => return not_found(&req),
+        Err(RouteError::MethodNotAllowed { allow }) => {
+            log::debug!("{} {}: method not allowed", req.method(), req.path());
+            return HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, allow))
+                .finish();
+        }
+    };
+    match route {
+        Route::Greeting => pages::greeting(),
+        Route::Info => pages::info(&req, &state.options),
+        Route::Iframe => state.iframe.respond(&req),
+        Route::Preflight { allow } => pages::preflight(&req, allow),
+        Route::RawWebsocket if transports.websocket => websocket::raw(&req, payload, &state).await,
+        Route::Session {
+            endpoint: SessionEndpoint::Websocket,
+            ..
+        } if transports.websocket => websocket::framed(&req, payload, &state).await,
+        Route::Session {
+            session_id,
+            endpoint: SessionEndpoint::Receiver(kind),
+        } if transports.receiver_enabled(kind) => receiver::respond(&req, &state, session_id, kind),
+        Route::Session {
+            session_id,
+            endpoint: SessionEndpoint::Send(kind),
+        } if transports.send_enabled(kind) => {
+            send::respond(&req, payload, &state, session_id, kind).await
+        }
+        _ => not_found(&req),
+    }
+}
+
+fn not_found(req: &HttpRequest) -> HttpResponse {
+    log::debug!("{} {}: not found", req.method(), req.path());
+    text_response(StatusCode::NOT_FOUND, "Not found.")
+}
+
+/// A short `text/plain` answer, for errors.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(headers::TEXT_PLAIN)
+        .body(text)
+}

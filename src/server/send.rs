@@ -1,0 +1,119 @@
+//! `xhr_send` and `jsonp_send`: messages from the client into a session.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use futures::StreamExt;
+
+use super::shared::wait_for;
+use super::{headers, text_response, ServiceState};
+use crate::protocol::inbound::{self, InboundError};
+use crate::protocol::route::SendKind;
+use crate::protocol::session::InboundRefusal;
+
+pub async fn respond(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &Arc<ServiceState>,
+    session_id: &str,
+    kind: SendKind,
+) -> HttpResponse {
+    let mut response = match deliver(req, payload, state, session_id, kind).await {
+        Ok(()) => match kind {
+            SendKind::Xhr => HttpResponse::NoContent(),
+            SendKind::Jsonp => HttpResponse::Ok(),
+        },
+        Err(refusal) => {
+            log::debug!("{}: {}", req.path(), refusal.1);
+            let mut response = text_response(refusal.0, refusal.1);
+            if kind == SendKind::Xhr {
+                let mut builder = HttpResponse::build(refusal.0);
+                headers::cors(&mut builder, req);
+                response = builder.content_type(headers::TEXT_PLAIN).body(refusal.1);
+            }
+            return response;
+        }
+    };
+    response.content_type(headers::TEXT_PLAIN);
+    headers::no_cache(&mut response);
+    if state.options.cookie_needed {
+        headers::jsessionid(&mut response, req);
+    }
+    match kind {
+        SendKind::Xhr => {
+            headers::cors(&mut response, req);
+            response.finish()
+        }
+        SendKind::Jsonp => response.body("ok"),
+    }
+}
+
+type Refusal = (StatusCode, &'static str);
+
+async fn deliver(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &ServiceState,
+    session_id: &str,
+    kind: SendKind,
+) -> Result<(), Refusal> {
+    const SESSION_NOT_FOUND: Refusal = (StatusCode::NOT_FOUND, "Session not found.");
+    let shared = state.registry.get(session_id).ok_or(SESSION_NOT_FOUND)?;
+    let body = read_body(payload, state.options.max_message_bytes)
+        .await
+        .map_err(refused)?;
+    let messages = match kind {
+        SendKind::Xhr => inbound::decode_array(&body),
+        SendKind::Jsonp => inbound::decode_jsonp_send(&body, is_form(req)),
+    }
+    .map_err(refused)?;
+    let bytes = messages.iter().map(String::len).sum();
+    let mut messages = Some(messages);
+    // Waits while the application has not taken earlier messages: the
+    // client's next send waits for this answer, so memory stays bounded.
+    wait_for(&shared.inbound_room, || {
+        let mut core = shared.core.lock();
+        match core.check_inbound_room(bytes) {
+            Ok(()) => {
+                core.handle_inbound(messages.take().unwrap_or_default());
+                Some(Ok(()))
+            }
+            Err(InboundRefusal::Full) => None,
+            Err(InboundRefusal::Closed) => Some(Err(SESSION_NOT_FOUND)),
+        }
+    })
+    .await?;
+    shared.to_application.notify_waiters();
+    Ok(())
+}
+
+fn refused(error: InboundError) -> Refusal {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, error.text())
+}
+
+fn is_form(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// Reads the whole body, refusing it once it passes `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, InboundError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| InboundError::BrokenJson)?;
+        if body.len() + chunk.len() > limit {
+            return Err(InboundError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,318 @@
+//! The framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`)
+//! WebSocket transports (PROTOCOL.md section 4), over actix-ws.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+
+use super::shared::SharedSession;
+use super::{text_response, ServiceState};
+use crate::protocol::frame::Frame;
+use crate::protocol::inbound;
+use crate::protocol::session::{Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode};
+
+/// How frames and messages travel over the WebSocket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// SockJS frames, one per text message.
+    Sockjs,
+    /// One application message per text message; pings as heartbeats.
+    Raw,
+}
+
+pub async fn framed(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &Arc<ServiceState>,
+) -> HttpResponse {
+    open(req, payload, state, Framing::Sockjs)
+}
+
+pub async fn raw(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &Arc<ServiceState>,
+) -> HttpResponse {
+    open(req, payload, state, Framing::Raw)
+}
+
+fn open(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &Arc<ServiceState>,
+    framing: Framing,
+) -> HttpResponse {
+    if let Err(text) = check_upgrade_headers(req) {
+        log::debug!("{}: {text}", req.path());
+        return text_response(StatusCode::BAD_REQUEST, text);
+    }
+    let (response, ws, stream) = match actix_ws::handle(req, payload) {
+        Ok(parts) => parts,
+        Err(error) => {
+            log::debug!("{}: WebSocket handshake refused: {error}", req.path());
+            return error.error_response();
+        }
+    };
+    let transport = match framing {
+        Framing::Sockjs => "websocket",
+        Framing::Raw => "websocket-raw",
+    };
+    let shared = state.new_session(req, transport);
+    let Attach::Attached(id) = shared
+        .core
+        .lock()
+        .attach_receiver(ReceiverMode::Websocket, Instant::now())
+    else {
+        unreachable!("a new session always takes its first receiver");
+    };
+    state.start_session(&shared, None);
+    let stream = stream
+        .max_frame_size(state.options.max_message_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(state.options.max_message_bytes);
+    actix_rt::spawn(
+        Connection {
+            shared,
+            id,
+            ws,
+            framing,
+            awaiting_pong: false,
+        }
+        .run(stream),
+    );
+    response
+}
+
+/// The 400s of PROTOCOL.md section 1, with the texts clients and peers expect.
+fn check_upgrade_headers(req: &HttpRequest) -> Result<(), &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err("Can \"Upgrade\" only to \"WebSocket\".");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err("\"Connection\" must be \"Upgrade\".");
+    }
+    Ok(())
+}
+
+struct Connection {
+    shared: Arc<SharedSession>,
+    id: ReceiverId,
+    ws: actix_ws::Session,
+    framing: Framing,
+    awaiting_pong: bool,
+}
+
+/// Why the connection loop stopped.
+enum End {
+    /// The session closed and its close went out.
+    Closed,
+    /// The client closed the WebSocket.
+    ClientClosed,
+    /// The connection broke, or the client broke the protocol.
+    Interrupted(Option<CloseReason>),
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+        let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
+        let end = loop {
+            let shared = self.shared.clone();
+            let frame_ready = shared.to_receiver.notified();
+            let room = shared.inbound_room.notified();
+            tokio::pin!(frame_ready, room);
+            frame_ready.as_mut().enable();
+            room.as_mut().enable();
+
+            if let Some(end) = self.write_ready_frames().await {
+                break end;
+            }
+            if let Some((messages, bytes)) = waiting_inbound.take() {
+                match self.offer_inbound(messages, bytes) {
+                    Ok(None) => {}
+                    Ok(Some(kept)) => waiting_inbound = Some(kept),
+                    Err(end) => break end,
+                }
+            }
+            tokio::select! {
+                _ = &mut frame_ready => {}
+                _ = &mut room, if waiting_inbound.is_some() => {}
+                message = stream.recv(), if waiting_inbound.is_none() => {
+                    match self.handle_message(message).await {
+                        Ok(None) => {}
+                        Ok(Some(kept)) => waiting_inbound = Some(kept),
+                        Err(end) => break end,
+                    }
+                }
+            }
+        };
+        self.finish(end).await;
+    }
+
+    /// Writes every frame the session has ready; `Some` once the loop must stop.
+    async fn write_ready_frames(&mut self) -> Option<End> {
+        loop {
+            let delivery = self
+                .shared
+                .core
+                .lock()
+                .poll_delivery(self.id, Instant::now())?;
+            if matches!(delivery.frame, Frame::Messages(_)) {
+                self.shared.outgoing_room.notify_waiters();
+            }
+            if let Err(actix_ws::Closed) = self.write(&delivery.frame).await {
+                return Some(End::Interrupted(None));
+            }
+            if delivery.end {
+                return Some(End::Closed);
+            }
+        }
+    }
+
+    async fn write(&mut self, frame: &Frame) -> Result<(), actix_ws::Closed> {
+        match (self.framing, frame) {
+            (Framing::Sockjs, Frame::Close { .. }) => {
+                self.ws.text(frame.encode()).await?;
+                self.ws.clone().close(Some(CloseCode::Normal.into())).await
+            }
+            (Framing::Sockjs, frame) => self.ws.text(frame.encode()).await,
+            (Framing::Raw, Frame::Open) => Ok(()),
+            (Framing::Raw, Frame::Heartbeat) => {
+                if self.awaiting_pong {
+                    log::debug!("raw WebSocket peer missed its pong; closing");
+                    return Err(actix_ws::Closed);
+                }
+                self.awaiting_pong = true;
+                self.ws.ping(b"").await
+            }
+            (Framing::Raw, Frame::Messages(messages)) => {
+                for message in messages {
+                    self.ws.text(message.clone()).await?;
+                }
+                Ok(())
+            }
+            (Framing::Raw, Frame::Close { code, reason }) => {
+                let reason = CloseReason {
+                    code: wire_close_code(*code),
+                    description: Some(reason.clone()),
+                };
+                self.ws.clone().close(Some(reason)).await
+            }
+        }
+    }
+
+    /// One event from the client. `Ok(Some(..))` holds messages that wait
+    /// for the application to make room.
+    async fn handle_message(
+        &mut self,
+        message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    ) -> Result<Option<(Vec<String>, usize)>, End> {
+        self.awaiting_pong = false;
+        let messages = match message {
+            None => return Err(End::Interrupted(None)),
+            Some(Err(error)) => {
+                log::debug!("WebSocket protocol error: {error}");
+                let code = match error {
+                    actix_ws::ProtocolError::Overflow => CloseCode::Size,
+                    _ => CloseCode::Protocol,
+                };
+                return Err(End::Interrupted(Some(code.into())));
+            }
+            Some(Ok(AggregatedMessage::Text(text))) => match self.framing {
+                Framing::Raw => vec![text.to_string()],
+                Framing::Sockjs => match inbound::decode_websocket_message(&text) {
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        log::debug!("framed WebSocket message refused: {error}");
+                        return Err(End::Interrupted(Some(CloseReason {
+                            code: CloseCode::Unsupported,
+                            description: Some(error.text().to_owned()),
+                        })));
+                    }
+                },
+            },
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                log::debug!("binary WebSocket message refused");
+                return Err(End::Interrupted(Some(CloseReason {
+                    code: CloseCode::Unsupported,
+                    description: Some("Binary messages are not supported.".to_owned()),
+                })));
+            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                let _ = self.ws.pong(&bytes).await;
+                return Ok(None);
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => return Ok(None),
+            Some(Ok(AggregatedMessage::Close(reason))) => {
+                let (code, text) = reason
+                    .as_ref()
+                    .map(|r| (u16::from(r.code), r.description.clone().unwrap_or_default()))
+                    .unwrap_or((1005, String::new()));
+                self.shared.core.lock().handle_client_close(code, &text);
+                return Err(End::ClientClosed);
+            }
+        };
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let bytes = messages.iter().map(String::len).sum();
+        self.offer_inbound(messages, bytes)
+    }
+
+    /// Hands messages to the application, or keeps them while its queue is full.
+    fn offer_inbound(
+        &self,
+        messages: Vec<String>,
+        bytes: usize,
+    ) -> Result<Option<(Vec<String>, usize)>, End> {
+        let mut core = self.shared.core.lock();
+        match core.check_inbound_room(bytes) {
+            Ok(()) => {
+                core.handle_inbound(messages);
+                drop(core);
+                self.shared.to_application.notify_waiters();
+                Ok(None)
+            }
+            Err(InboundRefusal::Full) => Ok(Some((messages, bytes))),
+            Err(InboundRefusal::Closed) => Ok(None),
+        }
+    }
+
+    async fn finish(self, end: End) {
+        let how = match end {
+            End::Interrupted(_) => Detach::Interrupted,
+            End::Closed | End::ClientClosed => Detach::Finished,
+        };
+        self.shared
+            .core
+            .lock()
+            .detach_receiver(self.id, how, Instant::now());
+        self.shared.wake_all();
+        match end {
+            End::Closed => {}
+            End::ClientClosed => {
+                let _ = self.ws.close(None).await;
+            }
+            End::Interrupted(reason) => {
+                let _ = self.ws.close(reason).await;
+            }
+        }
+    }
+}
+
+/// Close codes an application may put on the wire; others become 1000.
+fn wire_close_code(code: u16) -> CloseCode {
+    match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => CloseCode::from(code),
+        _ => CloseCode::Normal,
+    }
+}

@@ -1,0 +1,149 @@
+//! The application's side of a session: the same on every transport.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::protocol::session::{CloseReason, InboundEvent, SendError};
+use crate::server::shared::{wait_for, SharedSession};
+
+/// One client connection, whatever transport carries it. Cheap to clone:
+/// clones are handles to the same session (keep one in a broadcast list, say).
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) shared: Arc<SharedSession>,
+}
+
+impl Session {
+    /// The next message from the client, or `None` once the session is
+    /// closed and every message received before the close has been taken.
+    pub async fn recv(&self) -> Option<String> {
+        let event = wait_for(&self.shared.to_application, || {
+            self.shared.core.lock().take_inbound()
+        })
+        .await;
+        match event {
+            InboundEvent::Message(message) => {
+                self.shared.inbound_room.notify_waiters();
+                Some(message)
+            }
+            InboundEvent::Closed(_) => None,
+        }
+    }
+
+    /// Sends a message, waiting while the session's outgoing queue is full.
+    /// Messages queue, in order, while no receiver is attached.
+    pub async fn send(&self, message: impl Into<String>) -> Result<(), SendError> {
+        let mut message = Some(message.into());
+        wait_for(&self.shared.outgoing_room, || self.offer(&mut message)).await
+    }
+
+    /// Sends a message if the outgoing queue has room now; never waits.
+    pub fn try_send(&self, message: impl Into<String>) -> Result<(), SendError> {
+        let mut message = Some(message.into());
+        self.offer(&mut message).unwrap_or(Err(SendError::Full))
+    }
+
+    /// Queues `message` unless the queue is full (`None`: it is kept).
+    fn offer(&self, message: &mut Option<String>) -> Option<Result<(), SendError>> {
+        let mut core = self.shared.core.lock();
+        let len = message.as_ref().map_or(0, String::len);
+        let result = match core.check_outgoing_room(len) {
+            Err(SendError::Full) => return None,
+            Err(error) => Err(error),
+            Ok(()) => core.send(message.take()?),
+        };
+        drop(core);
+        if result.is_ok() {
+            self.shared.to_receiver.notify_waiters();
+        }
+        Some(result)
+    }
+
+    /// Closes the session: queued messages still go out, then the client
+    /// sees `code` and `reason` (use 3000-4999 for application codes).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.shared.close(code, reason);
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.core.lock().close_reason().cloned()
+    }
+
+    /// Waits until the session is closed and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        wait_for(&self.shared.to_application, || self.close_reason()).await
+    }
+
+    /// What is known about the client.
+    pub fn peer(&self) -> &Peer {
+        &self.shared.peer
+    }
+
+    /// An opaque id, unique in this process; never the SockJS session id.
+    pub fn id(&self) -> ConnectionId {
+        ConnectionId(self.shared.connection_id)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("transport", &self.peer().transport())
+            .finish()
+    }
+}
+
+/// An opaque connection id for the application's own bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the application may know about the client that opened a session.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub(crate) transport: &'static str,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) path: String,
+    pub(crate) query: String,
+}
+
+impl Peer {
+    /// The transport that opened the session: `websocket`, `websocket-raw`,
+    /// `xhr-polling`, `xhr-streaming`, `eventsource`, `htmlfile` or `jsonp-polling`.
+    pub fn transport(&self) -> &str {
+        self.transport
+    }
+
+    /// The address of the TCP peer (a proxy, if there is one in between).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// A request header from the service's allow-list
+    /// ([`crate::Options::peer_headers`]), by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path of the request that opened the session.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Its query string, without the `?`.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+}
