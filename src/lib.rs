@@ -4,6 +4,11 @@
 //! unchanged whether the client came over WebSocket, XHR streaming, polling,
 //! EventSource, htmlfile or JSONP.
 //!
+//! Run it with `HttpServer::h1_allow_half_closed(false)`: otherwise actix
+//! keeps serving a response after the client has gone, and a long-poll
+//! dropped by its client holds its session until the next heartbeat instead
+//! of closing it as interrupted at once.
+//!
 //! ```no_run
 //! use actix_web::{App, HttpServer};
 //! use sockjs_gateway::{Options, Session, SockJs};
@@ -18,6 +23,7 @@
 //!         }
 //!     });
 //!     HttpServer::new(move || App::new().service(echo.clone()))
+//!         .h1_allow_half_closed(false)
 //!         .bind("127.0.0.1:8081")?
 //!         .run()
 //!         .await
@@ -41,6 +47,29 @@ pub use protocol::session::{CloseReason, SendError};
 pub use session::{ConnectionId, Peer, Session};
 
 use server::ServiceState;
+
+/// sockjs-client 1.6.1's browser bundle (MIT licence, kept beside it in
+/// `assets/`), so pages and the iframe transports need no CDN.
+pub const SOCKJS_CLIENT_JS: &str = include_str!("../assets/sockjs.min.js");
+
+/// Serves [`SOCKJS_CLIENT_JS`] at [`DEFAULT_SOCKJS_URL`], where the iframe
+/// page of every service looks for it by default.
+///
+/// ```no_run
+/// # use actix_web::App;
+/// let app = App::new().service(sockjs_gateway::client_library());
+/// ```
+pub fn client_library() -> actix_web::Resource {
+    async fn serve() -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .content_type("application/javascript; charset=UTF-8")
+            .insert_header(("Cache-Control", "public, max-age=31536000"))
+            .body(SOCKJS_CLIENT_JS)
+    }
+    web::resource(DEFAULT_SOCKJS_URL)
+        .route(web::get().to(serve))
+        .route(web::head().to(serve))
+}
 
 /// One SockJS service at one prefix. Clone it into each worker's `App`: the
 /// clones share the same sessions.

@@ -32,6 +32,10 @@ pub enum SessionEndpoint {
     Websocket,
     Receiver(ReceiverKind),
     Send(SendKind),
+    /// A CORS preflight; `allow` is the `Access-Control-Allow-Methods` value.
+    Preflight {
+        allow: &'static str,
+    },
 }
 
 /// A request the service answers.
@@ -41,10 +45,8 @@ pub enum Route<'a> {
     Info,
     Iframe,
     RawWebsocket,
-    /// A CORS preflight; `allow` is the `Access-Control-Allow-Methods` value.
-    Preflight {
-        allow: &'static str,
-    },
+    /// The CORS preflight of `/info`.
+    InfoPreflight,
     Session {
         session_id: &'a str,
         endpoint: SessionEndpoint,
@@ -73,7 +75,7 @@ pub fn route(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
         "" | "/" => only(method, Method::Get, GET, Route::Greeting),
         "/info" => match method {
             Method::Get => Ok(Route::Info),
-            Method::Options => Ok(Route::Preflight { allow: OPTIONS_GET }),
+            Method::Options => Ok(Route::InfoPreflight),
             _ => Err(RouteError::MethodNotAllowed { allow: OPTIONS_GET }),
         },
         "/websocket" => only(method, Method::Get, GET, Route::RawWebsocket),
@@ -145,7 +147,10 @@ fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
             endpoint,
         })
     } else if method == Method::Options && preflight {
-        Ok(Route::Preflight { allow })
+        Ok(Route::Session {
+            session_id,
+            endpoint: SessionEndpoint::Preflight { allow },
+        })
     } else {
         Err(RouteError::MethodNotAllowed { allow })
     }
@@ -181,12 +186,7 @@ mod tests {
     #[test]
     fn info_and_its_preflight() {
         assert_eq!(route(Get, "/info"), Ok(Route::Info));
-        assert_eq!(
-            route(Options, "/info"),
-            Ok(Route::Preflight {
-                allow: "OPTIONS, GET"
-            })
-        );
+        assert_eq!(route(Options, "/info"), Ok(Route::InfoPreflight));
         assert_eq!(
             route(Post, "/info"),
             Err(RouteError::MethodNotAllowed {
@@ -266,8 +266,11 @@ mod tests {
             let path = format!("/0/s/{name}");
             assert_eq!(
                 route(Options, &path),
-                Ok(Route::Preflight {
-                    allow: "OPTIONS, POST"
+                Ok(Route::Session {
+                    session_id: "s",
+                    endpoint: SessionEndpoint::Preflight {
+                        allow: "OPTIONS, POST"
+                    }
                 })
             );
             assert_eq!(

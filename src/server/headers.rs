@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::header::{self, HeaderValue, HttpDate};
+use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
 use actix_web::{HttpRequest, HttpResponseBuilder};
 
 pub const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
@@ -44,11 +44,10 @@ pub fn cors(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
 }
 
 /// `JSESSIONID=VALUE; path=/`, with the request's own value or `dummy`.
-pub fn jsessionid(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
+pub fn set_jsessionid(headers: &mut HeaderMap, req: &HttpRequest) {
     let value = request_cookie(req, "JSESSIONID").unwrap_or_else(|| "dummy".to_owned());
-    let cookie = format!("JSESSIONID={value}; path=/");
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        builder.insert_header((header::SET_COOKIE, cookie));
+    if let Ok(cookie) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
+        headers.insert(header::SET_COOKIE, cookie);
     }
 }
 

@@ -116,24 +116,32 @@ pub(crate) async fn dispatch(
     match route {
         Route::Greeting => pages::greeting(),
         Route::Info => pages::info(&req, &state.options),
+        Route::InfoPreflight => pages::preflight(&req, "OPTIONS, GET"),
         Route::Iframe => state.iframe.respond(&req),
-        Route::Preflight { allow } => pages::preflight(&req, allow),
         Route::RawWebsocket if transports.websocket => websocket::raw(&req, payload, &state).await,
         Route::Session {
-            endpoint: SessionEndpoint::Websocket,
-            ..
-        } if transports.websocket => websocket::framed(&req, payload, &state).await,
-        Route::Session {
             session_id,
-            endpoint: SessionEndpoint::Receiver(kind),
-        } if transports.receiver_enabled(kind) => receiver::respond(&req, &state, session_id, kind),
-        Route::Session {
-            session_id,
-            endpoint: SessionEndpoint::Send(kind),
-        } if transports.send_enabled(kind) => {
-            send::respond(&req, payload, &state, session_id, kind).await
+            endpoint,
+        } => {
+            let mut response = match endpoint {
+                SessionEndpoint::Websocket if transports.websocket => {
+                    websocket::framed(&req, payload, &state).await
+                }
+                SessionEndpoint::Receiver(kind) if transports.receiver_enabled(kind) => {
+                    receiver::respond(&req, &state, session_id, kind)
+                }
+                SessionEndpoint::Send(kind) if transports.send_enabled(kind) => {
+                    send::respond(&req, payload, &state, session_id, kind).await
+                }
+                SessionEndpoint::Preflight { allow } => pages::preflight(&req, allow),
+                _ => return not_found(&req),
+            };
+            if state.options.cookie_needed {
+                headers::set_jsessionid(response.headers_mut(), &req);
+            }
+            response
         }
-        _ => not_found(&req),
+        Route::RawWebsocket => not_found(&req),
     }
 }
 

@@ -40,7 +40,7 @@ pub fn respond(
         .core
         .lock()
         .attach_receiver(mode(kind), Instant::now());
-    let mut builder = response_builder(req, state, kind);
+    let mut builder = response_builder(req, kind);
     match attach {
         Attach::Refused(frame) => {
             let mut body = wrapping.prelude();
@@ -140,16 +140,9 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn response_builder(
-    req: &HttpRequest,
-    state: &ServiceState,
-    kind: ReceiverKind,
-) -> HttpResponseBuilder {
+fn response_builder(req: &HttpRequest, kind: ReceiverKind) -> HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
     headers::no_cache(&mut builder);
-    if state.options.cookie_needed {
-        headers::jsessionid(&mut builder, req);
-    }
     match kind {
         ReceiverKind::XhrPolling | ReceiverKind::XhrStreaming => {
             builder.content_type(headers::JAVASCRIPT);

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 
 use super::shared::wait_for;
-use super::{headers, text_response, ServiceState};
+use super::{headers, ServiceState};
 use crate::protocol::inbound::{self, InboundError};
 use crate::protocol::route::SendKind;
 use crate::protocol::session::InboundRefusal;
@@ -20,33 +20,24 @@ pub async fn respond(
     session_id: &str,
     kind: SendKind,
 ) -> HttpResponse {
-    let mut response = match deliver(req, payload, state, session_id, kind).await {
-        Ok(()) => match kind {
-            SendKind::Xhr => HttpResponse::NoContent(),
-            SendKind::Jsonp => HttpResponse::Ok(),
-        },
-        Err(refusal) => {
-            log::debug!("{}: {}", req.path(), refusal.1);
-            let mut response = text_response(refusal.0, refusal.1);
-            if kind == SendKind::Xhr {
-                let mut builder = HttpResponse::build(refusal.0);
-                headers::cors(&mut builder, req);
-                response = builder.content_type(headers::TEXT_PLAIN).body(refusal.1);
-            }
-            return response;
-        }
+    let result = deliver(req, payload, state, session_id, kind).await;
+    let mut builder = match (&result, kind) {
+        (Ok(()), SendKind::Xhr) => HttpResponse::NoContent(),
+        (Ok(()), SendKind::Jsonp) => HttpResponse::Ok(),
+        (Err((status, _)), _) => HttpResponse::build(*status),
     };
-    response.content_type(headers::TEXT_PLAIN);
-    headers::no_cache(&mut response);
-    if state.options.cookie_needed {
-        headers::jsessionid(&mut response, req);
+    builder.content_type(headers::TEXT_PLAIN);
+    headers::no_cache(&mut builder);
+    if kind == SendKind::Xhr {
+        headers::cors(&mut builder, req);
     }
-    match kind {
-        SendKind::Xhr => {
-            headers::cors(&mut response, req);
-            response.finish()
+    match (result, kind) {
+        (Ok(()), SendKind::Xhr) => builder.finish(),
+        (Ok(()), SendKind::Jsonp) => builder.body("ok"),
+        (Err((_, text)), _) => {
+            log::debug!("{}: {text}", req.path());
+            builder.body(text)
         }
-        SendKind::Jsonp => response.body("ok"),
     }
 }
 

@@ -3,12 +3,9 @@
 mod cli;
 mod services;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{App, HttpServer};
 use clap::Parser;
 use sockjs_gateway::Options;
-
-/// sockjs-client 1.6.1's browser bundle, so the iframe transports work offline.
-const SOCKJS_CLIENT_JS: &str = include_str!("../../../assets/sockjs.min.js");
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -24,7 +21,7 @@ async fn main() -> std::io::Result<()> {
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
 
     let mut server = HttpServer::new(move || {
-        let mut app = App::new().route("/lib/sockjs.min.js", web::get().to(client_library));
+        let mut app = App::new().service(sockjs_gateway::client_library());
         for service in &services {
             app = app.service(service.clone());
         }
@@ -51,11 +48,4 @@ async fn main() -> std::io::Result<()> {
         prefixes.join(", ")
     );
     server.run().await
-}
-
-async fn client_library() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/javascript; charset=UTF-8")
-        .insert_header(("Cache-Control", "public, max-age=31536000"))
-        .body(SOCKJS_CLIENT_JS)
 }

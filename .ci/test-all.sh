@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of sockjs-gateway on a fresh machine, installing what the
+# tests need first. The README's test command; CI runs it through .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+echo "== unit, black-box and doc tests"
+cargo test --all-targets
+cargo test --doc
