@@ -75,8 +75,10 @@ pub fn connection_interrupted() -> Frame {
     }
 }
 
-/// True for the code points SockJS writes as `\uXXXX` on top of standard
-/// JSON escaping, because browsers and proxies mangle them in transit.
+/// True for the code points SockJS escapes on top of standard JSON escaping,
+/// because browsers and proxies mangle them in transit. Controls with a short
+/// JSON escape (`\n`, `\t`, ...) get it, as `JSON.stringify` does; the rest
+/// are written as lowercase `\uXXXX`.
 pub fn must_escape(c: char) -> bool {
     matches!(c,
         '\u{0000}'..='\u{001f}'
@@ -94,6 +96,11 @@ pub fn write_json_string(s: &str, out: &mut String) {
         let escaped = match c {
             '"' => Some("\\\""),
             '\\' => Some("\\\\"),
+            '\u{8}' => Some("\\b"),
+            '\t' => Some("\\t"),
+            '\n' => Some("\\n"),
+            '\u{c}' => Some("\\f"),
+            '\r' => Some("\\r"),
             _ => None,
         };
         if escaped.is_none() && !must_escape(c) {
@@ -117,7 +124,7 @@ pub fn json_string_len(s: &str) -> usize {
     2 + s
         .chars()
         .map(|c| match c {
-            '"' | '\\' => 2,
+            '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
             c if must_escape(c) => 6,
             c => c.len_utf8(),
         })
@@ -179,10 +186,21 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_written_as_lowercase_unicode_escapes() {
+    fn control_characters_are_escaped_as_json_stringify_does() {
+        let short = [
+            (8, "\\b"),
+            (9, "\\t"),
+            (10, "\\n"),
+            (12, "\\f"),
+            (13, "\\r"),
+        ];
         for c in 0u32..=0x1f {
             let s = char::from_u32(c).unwrap().to_string();
-            assert_eq!(messages(&[&s]).encode(), format!("a[\"\\u{c:04x}\"]"));
+            let expected = match short.iter().find(|(code, _)| *code == c) {
+                Some((_, escape)) => escape.to_string(),
+                None => format!("\\u{c:04x}"),
+            };
+            assert_eq!(messages(&[&s]).encode(), format!("a[\"{expected}\"]"));
         }
     }
 

@@ -105,7 +105,7 @@ fn is_iframe_page(path: &str) -> bool {
     else {
         return false;
     };
-    middle.is_empty() || (middle.starts_with('-') && middle.len() > 1 && !middle.contains('/'))
+    middle.is_empty() || (middle.starts_with('-') && !middle.contains('/'))
 }
 
 fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
@@ -202,14 +202,18 @@ mod tests {
             "/iframe-a.html",
             "/iframe-0.3.4.html",
             "/iframe-x-y_z.html",
+            "/iframe-.html",
+            "/iframe-0.1.2abc-dirty.2144.html",
         ] {
             assert_eq!(route(Get, path), Ok(Route::Iframe), "{path}");
         }
         for path in [
             "/iframe.htm",
+            "/iframe",
+            "/iframe.HTML",
+            "/iframe.xml",
             "/IFRAME.HTML",
             "/iframe-/.html",
-            "/iframe-.html",
             "/iframeX.html",
             "/iframe.html/",
         ] {

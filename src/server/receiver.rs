@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::{header, StatusCode, Version};
+use actix_web::http::{header, ConnectionType, StatusCode, Version};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::Stream;
@@ -40,31 +40,25 @@ pub fn respond(
         .core
         .lock()
         .attach_receiver(mode(kind), Instant::now());
-    let mut builder = response_builder(req, kind);
-    match attach {
-        Attach::Refused(frame) => {
-            let mut body = wrapping.prelude();
-            wrapping.wrap_into(&frame.encode(), &mut body);
-            builder.body(body)
-        }
+    let source = match attach {
+        Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
             shared.to_timer.notify_waiters();
-            let receiver = AttachedReceiver {
+            Source::Session(AttachedReceiver {
                 shared,
                 id,
                 ended: false,
-            };
-            let mut response = builder.streaming(frames(receiver, wrapping));
-            if req.version() < Version::HTTP_11 {
-                // HTTP/1.0 has no chunked encoding: the body ends when the connection does.
-                response
-                    .head_mut()
-                    .set_connection_type(actix_web::http::ConnectionType::Close);
-                response.head_mut().no_chunking(true);
-            }
-            response
+            })
         }
+    };
+    let mut response = response_builder(req, kind).streaming(body(source, wrapping));
+    if req.version() < Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the body ends when the connection does.
+        let head = response.head_mut();
+        head.set_connection_type(ConnectionType::Close);
+        head.no_chunking(true);
     }
+    response
 }
 
 fn mode(kind: ReceiverKind) -> ReceiverMode {
@@ -188,49 +182,55 @@ impl Drop for AttachedReceiver {
 }
 
 impl AttachedReceiver {
-    /// Waits for at least one frame, then takes every frame ready now,
-    /// wrapped, into one write.
-    async fn next_chunk(&mut self, wrapping: &Wrapping, out: &mut String) {
+    /// The next frame for this response, once one is ready; `None` after
+    /// the frame that ended it.
+    async fn next_frame(&mut self) -> Option<Frame> {
+        if self.ended {
+            return None;
+        }
         let shared = self.shared.clone();
         let id = self.id;
-        let first = wait_for(&shared.to_receiver, || {
+        let delivery = wait_for(&shared.to_receiver, || {
             shared.core.lock().poll_delivery(id, Instant::now())
         })
         .await;
-        let mut delivery = Some(first);
-        let mut drained = false;
-        while let Some(d) = delivery.take() {
-            drained |= matches!(d.frame, Frame::Messages(_));
-            wrapping.wrap_into(&d.frame.encode(), out);
-            if d.end {
-                self.ended = true;
-                shared.to_timer.notify_waiters();
-                break;
-            }
-            delivery = shared.core.lock().poll_delivery(id, Instant::now());
-        }
-        if drained {
+        if matches!(delivery.frame, Frame::Messages(_)) {
             shared.outgoing_room.notify_waiters();
         }
+        if delivery.end {
+            self.ended = true;
+            shared.to_timer.notify_waiters();
+        }
+        Some(delivery.frame)
     }
 }
 
-fn frames(
-    receiver: AttachedReceiver,
-    wrapping: Wrapping,
-) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let prelude = wrapping.prelude();
+/// Where a receiver's frames come from.
+enum Source {
+    Session(AttachedReceiver),
+    /// One frame, then the end: the refusal of a second receiver or of a
+    /// closed session.
+    Refused(Option<Frame>),
+}
+
+/// The response body: the transport's prelude, then one frame per chunk, each
+/// written as soon as it is ready (clients and proxies read frame by frame).
+fn body(source: Source, wrapping: Wrapping) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let prelude = Some(wrapping.prelude()).filter(|p| !p.is_empty());
     futures::stream::unfold(
-        (receiver, wrapping, prelude),
-        |(mut receiver, wrapping, prelude)| async move {
-            if receiver.ended {
-                return None;
-            }
-            let mut chunk = prelude;
-            if chunk.is_empty() {
-                receiver.next_chunk(&wrapping, &mut chunk).await;
-            }
-            Some((Ok(Bytes::from(chunk)), (receiver, wrapping, String::new())))
+        (source, wrapping, prelude),
+        |(mut source, wrapping, prelude)| async move {
+            let chunk = match prelude {
+                Some(prelude) => prelude,
+                None => {
+                    let frame = match &mut source {
+                        Source::Session(receiver) => receiver.next_frame().await?,
+                        Source::Refused(frame) => frame.take()?,
+                    };
+                    wrapping.wrap(&frame.encode())
+                }
+            };
+            Some((Ok(Bytes::from(chunk)), (source, wrapping, None)))
         },
     )
 }
