@@ -164,6 +164,7 @@ struct Closure {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
+    application_started: bool,
     open_sent: bool,
     outgoing: VecDeque<String>,
     queued_bytes: usize,
@@ -184,6 +185,7 @@ impl Session {
         let disconnect_at = Some(now + config.disconnect_delay);
         Session {
             config,
+            application_started: false,
             open_sent: false,
             outgoing: VecDeque::new(),
             queued_bytes: 0,
@@ -283,6 +285,9 @@ impl Session {
     pub fn poll_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<Delivery> {
         let receiver = self.receiver.as_mut().filter(|r| r.id == id)?;
         let frame = if !self.open_sent {
+            if !self.application_started {
+                return None;
+            }
             self.open_sent = true;
             Frame::Open
         } else if !self.outgoing.is_empty() {
@@ -311,6 +316,13 @@ impl Session {
             self.heartbeat_due = self.config.heartbeat_delay.map(|d| now + d);
         }
         Some(Delivery { frame, end })
+    }
+
+    /// The application has seen the new session (its handler ran up to its
+    /// first wait). The open frame waits for this, so an application that
+    /// registers the session somewhere has done so before the client hears `o`.
+    pub fn handle_application_started(&mut self) {
+        self.application_started = true;
     }
 
     /// The application sends a message; it waits in order for a receiver.
@@ -416,15 +428,18 @@ impl Session {
             self.expired = true;
             return TimeoutOutcome::Expired;
         }
-        if self.closure.is_none() && !self.heartbeat_pending {
-            if let (Some(_), Some(due), Some(delay)) = (
-                &self.receiver,
-                self.heartbeat_due,
-                self.config.heartbeat_delay,
-            ) {
-                if now >= due {
+        if let (Some(_), None, Some(due), Some(delay)) = (
+            &self.receiver,
+            &self.closure,
+            self.heartbeat_due,
+            self.config.heartbeat_delay,
+        ) {
+            if now >= due {
+                // The next deadline is set even if the receiver has not taken
+                // the last heartbeat yet, so the clock never stalls or spins.
+                self.heartbeat_due = Some(now + delay);
+                if !self.heartbeat_pending {
                     self.heartbeat_pending = true;
-                    self.heartbeat_due = Some(now + delay);
                     return TimeoutOutcome::Heartbeat;
                 }
             }
@@ -438,7 +453,7 @@ impl Session {
             return None;
         }
         let heartbeat = match (&self.receiver, &self.closure) {
-            (Some(_), None) if !self.heartbeat_pending => self.heartbeat_due,
+            (Some(_), None) => self.heartbeat_due,
             _ => None,
         };
         match (heartbeat, self.disconnect_at) {
@@ -466,7 +481,9 @@ mod tests {
 
     fn session() -> (Session, Instant) {
         let now = Instant::now();
-        (Session::new(config(), now), now)
+        let mut session = Session::new(config(), now);
+        session.handle_application_started();
+        (session, now)
     }
 
     fn attach(session: &mut Session, mode: ReceiverMode, now: Instant) -> ReceiverId {
@@ -495,6 +512,16 @@ mod tests {
             None,
             "an ended receiver gets nothing more"
         );
+    }
+
+    #[test]
+    fn open_frame_waits_for_the_application_to_see_the_session() {
+        let now = Instant::now();
+        let mut s = Session::new(config(), now);
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(s.poll_delivery(r, now), None);
+        s.handle_application_started();
+        assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", true));
     }
 
     #[test]
@@ -562,6 +589,7 @@ mod tests {
             },
             now,
         );
+        s.handle_application_started();
         let r = attach(&mut s, ReceiverMode::Streaming, now);
         assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", true));
     }
@@ -745,6 +773,36 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_keeps_running_while_a_heartbeat_waits_for_its_receiver() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        let first = now + HEARTBEAT;
+        assert_eq!(s.handle_timeout(first), TimeoutOutcome::Heartbeat);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(first + HEARTBEAT),
+            "not stalled before the receiver takes it"
+        );
+        assert_eq!(
+            s.handle_timeout(first + HEARTBEAT),
+            TimeoutOutcome::Nothing,
+            "one pending heartbeat at a time"
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            Some(first + HEARTBEAT + HEARTBEAT),
+            "and no busy loop"
+        );
+        let later = first + HEARTBEAT + Duration::from_secs(1);
+        assert_eq!(encoded(s.poll_delivery(r, later)), frame("h", false));
+        assert_eq!(
+            s.handle_timeout(later + HEARTBEAT),
+            TimeoutOutcome::Heartbeat
+        );
+    }
+
+    #[test]
     fn any_frame_postpones_the_heartbeat() {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Streaming, now);
@@ -766,6 +824,7 @@ mod tests {
             },
             now,
         );
+        s.handle_application_started();
         let r = attach(&mut s, ReceiverMode::Websocket, now);
         s.poll_delivery(r, now);
         assert_eq!(s.poll_timeout(), None);

@@ -47,19 +47,23 @@ impl ServiceState {
         }
     }
 
-    /// Starts a session's application handler and, for a registered one, its timer.
-    fn start_session(self: &Arc<Self>, shared: &Arc<SharedSession>, registered_as: Option<&str>) {
+    /// Starts the application handler of a new session.
+    fn start_application(&self, shared: &Arc<SharedSession>) {
         let application = (self.handler)(Session {
             shared: shared.clone(),
         });
         shared::spawn_application(shared, application);
+    }
+
+    /// Starts a new registered session: its handler, and a timer that drives
+    /// its deadlines and forgets it once it expires.
+    fn start_registered(self: &Arc<Self>, shared: &Arc<SharedSession>, session_id: &str) {
+        self.start_application(shared);
         let state = self.clone();
-        let id = registered_as.map(str::to_owned);
+        let session_id = session_id.to_owned();
         let session = shared.clone();
         actix_rt::spawn(shared.clone().run_timer(move || {
-            if let Some(id) = id {
-                state.registry.remove(&id, &session);
-            }
+            state.registry.remove(&session_id, &session);
         }));
     }
 

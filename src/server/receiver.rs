@@ -34,7 +34,7 @@ pub fn respond(
         .registry
         .get_or_create(session_id, || state.new_session(req, transport_name(kind)));
     if created {
-        state.start_session(&shared, Some(session_id));
+        state.start_registered(&shared, session_id);
     }
     let attach = shared
         .core

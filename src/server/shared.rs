@@ -5,6 +5,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -84,17 +85,22 @@ impl SharedSession {
                     continue;
                 }
             }
-            let outcome = self.core.lock().handle_timeout(Instant::now());
-            match outcome {
-                TimeoutOutcome::Nothing => {}
-                TimeoutOutcome::Heartbeat => self.to_receiver.notify_waiters(),
-                TimeoutOutcome::Expired => {
-                    self.wake_all();
-                    break;
-                }
+            if self.handle_timeout() == TimeoutOutcome::Expired {
+                break;
             }
         }
         on_expired();
+    }
+
+    /// Feeds the clock to the session and wakes whoever must act on it.
+    pub fn handle_timeout(&self) -> TimeoutOutcome {
+        let outcome = self.core.lock().handle_timeout(Instant::now());
+        match outcome {
+            TimeoutOutcome::Nothing => {}
+            TimeoutOutcome::Heartbeat => self.to_receiver.notify_waiters(),
+            TimeoutOutcome::Expired => self.wake_all(),
+        }
+        outcome
     }
 }
 
@@ -113,6 +119,7 @@ pub(crate) async fn wait_for<T>(notify: &Notify, mut check: impl FnMut() -> Opti
 }
 
 /// Runs the application's handler for a new session on the current worker.
+/// The client gets `o` only once the handler has run up to its first wait.
 /// When the handler returns, or panics, a session it left open is closed.
 pub(crate) fn spawn_application<F>(shared: &Arc<SharedSession>, run: F)
 where
@@ -120,7 +127,15 @@ where
 {
     let shared = shared.clone();
     actix_rt::spawn(async move {
-        match AssertUnwindSafe(run).catch_unwind().await {
+        let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+        let first = futures::poll!(run.as_mut());
+        shared.core.lock().handle_application_started();
+        shared.to_receiver.notify_waiters();
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => run.await,
+        };
+        match result {
             Ok(()) => shared.close(1000, "Normal closure"),
             Err(_) => {
                 log::error!("a session handler panicked; its session is closed with 1011");

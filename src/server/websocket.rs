@@ -68,7 +68,7 @@ fn open(
     else {
         unreachable!("a new session always takes its first receiver");
     };
-    state.start_session(&shared, None);
+    state.start_application(&shared);
     let stream = stream
         .max_frame_size(state.options.max_message_bytes)
         .aggregate_continuations()
@@ -143,7 +143,18 @@ impl Connection {
                     Err(end) => break end,
                 }
             }
+            // A WebSocket session drives its own deadlines: no timer task per connection.
+            let deadline = self.shared.core.lock().poll_timeout();
+            let timeout = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = timeout => {
+                    self.shared.handle_timeout();
+                }
                 _ = &mut frame_ready => {}
                 _ = &mut room, if waiting_inbound.is_some() => {}
                 message = stream.recv(), if waiting_inbound.is_none() => {
