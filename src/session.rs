@@ -137,12 +137,13 @@ impl Peer {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The path of the request that opened the session.
+    /// The service path the client connected to (its SockJS URL's path; the
+    /// transport's own suffix, which holds the session id, is left out).
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// Its query string, without the `?`.
+    /// The query string of the client's SockJS URL, without the `?`.
     pub fn query(&self) -> &str {
         &self.query
     }

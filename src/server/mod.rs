@@ -76,7 +76,7 @@ impl ServiceState {
             transport,
             remote_addr: req.peer_addr(),
             headers: allowed_headers(req.headers(), &self.options.peer_headers),
-            path: req.path().to_owned(),
+            path: self.prefix.clone(),
             query: req.query_string().to_owned(),
         }
     }
