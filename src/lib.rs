@@ -43,7 +43,7 @@ use actix_web::web;
 use futures::FutureExt;
 
 pub use options::{Options, Transports, DEFAULT_SOCKJS_URL};
-pub use protocol::session::{CloseReason, SendError};
+pub use protocol::session::{CloseReason, Overflow, SendError};
 pub use session::{ConnectionId, Peer, Session};
 
 use server::ServiceState;
@@ -102,9 +102,11 @@ impl SockJs {
         &self.state.options
     }
 
-    /// Sessions of the HTTP transports currently held (WebSockets excluded).
+    /// Sessions currently alive, on every transport.
     pub fn session_count(&self) -> usize {
-        self.state.registry.len()
+        self.state
+            .live_sessions
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

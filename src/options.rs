@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::protocol::route::{ReceiverKind, SendKind};
-use crate::protocol::session::SessionConfig;
+use crate::protocol::session::{Overflow, SessionConfig};
 
 /// Where the iframe page loads the client library from by default: a copy the
 /// gateway binary serves itself, so the iframe transports work offline.
@@ -39,6 +39,14 @@ pub struct Options {
     /// Bound on one inbound request body or WebSocket message, in bytes; also
     /// the bound on messages waiting for the application.
     pub max_message_bytes: usize,
+    /// How long queued messages may wait for the client before the session
+    /// is closed with `4008 "Send timeout"`; zero waits for ever.
+    pub send_timeout: Duration,
+    /// What sending into a full outgoing queue does.
+    pub overflow: Overflow,
+    /// At most this many live sessions (every transport); new ones beyond it
+    /// get `503`. `None`: no cap.
+    pub max_sessions: Option<usize>,
     /// Request headers the application may read through [`crate::Peer::header`].
     pub peer_headers: Vec<String>,
 }
@@ -54,6 +62,9 @@ impl Default for Options {
             transports: Transports::default(),
             max_queued_bytes: 1024 * 1024,
             max_message_bytes: 1024 * 1024,
+            send_timeout: Duration::from_secs(10),
+            overflow: Overflow::Close,
+            max_sessions: None,
             peer_headers: [
                 "user-agent",
                 "origin",
@@ -77,6 +88,8 @@ impl Options {
             response_limit: self.response_limit,
             max_queued_bytes: self.max_queued_bytes,
             max_inbound_bytes: self.max_message_bytes,
+            send_timeout: Some(self.send_timeout).filter(|d| !d.is_zero()),
+            overflow: self.overflow,
         }
     }
 }

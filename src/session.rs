@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::protocol::session::{CloseReason, InboundEvent, SendError};
 use crate::server::shared::{wait_for, SharedSession};
@@ -51,7 +52,7 @@ impl Session {
         let result = match core.check_outgoing_room(len) {
             Err(SendError::Full) => return None,
             Err(error) => Err(error),
-            Ok(()) => core.send(message.take()?),
+            Ok(()) => core.send(message.take()?, Instant::now()),
         };
         drop(core);
         if result.is_ok() {

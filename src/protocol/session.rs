@@ -24,7 +24,28 @@ pub struct SessionConfig {
     pub max_queued_bytes: usize,
     /// Bound on messages received but not yet taken by the application, in bytes.
     pub max_inbound_bytes: usize,
+    /// How long queued messages may wait for the client to take them before
+    /// the session is closed as too slow; `None` waits for ever.
+    pub send_timeout: Option<Duration>,
+    /// What a full outgoing queue does to a new message.
+    pub overflow: Overflow,
 }
+
+/// What happens when the application sends into a full outgoing queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// The sender waits (`try_send` fails); a client that drains nothing for
+    /// `send_timeout` gets its session closed.
+    #[default]
+    Close,
+    /// The oldest queued messages are dropped to make room, and counted:
+    /// for feeds where only the latest value matters.
+    DropOldest,
+}
+
+/// The close a session gets when its client takes nothing for `send_timeout`.
+pub const SEND_TIMEOUT_CODE: u16 = 4008;
+pub const SEND_TIMEOUT_REASON: &str = "Send timeout";
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -34,6 +55,8 @@ impl Default for SessionConfig {
             response_limit: 128 * 1024,
             max_queued_bytes: 1024 * 1024,
             max_inbound_bytes: 1024 * 1024,
+            send_timeout: Some(Duration::from_secs(10)),
+            overflow: Overflow::Close,
         }
     }
 }
@@ -88,6 +111,8 @@ pub enum CloseReason {
     Interrupted,
     /// No receiver came for `disconnect_delay`.
     Timeout,
+    /// The client took none of the queued messages for `send_timeout`.
+    SendTimeout,
 }
 
 /// Where a session is in its life.
@@ -145,6 +170,8 @@ pub enum TimeoutOutcome {
     /// `disconnect_delay` passed with no receiver: the session is closed and
     /// must now be forgotten.
     Expired,
+    /// The client took nothing for `send_timeout`: the session is now closed.
+    SendTimedOut,
 }
 
 #[derive(Debug)]
@@ -168,6 +195,9 @@ pub struct Session {
     open_sent: bool,
     outgoing: VecDeque<String>,
     queued_bytes: usize,
+    /// When the outgoing queue last went from empty to non-empty.
+    queued_since: Option<Instant>,
+    dropped_messages: u64,
     inbound: VecDeque<String>,
     inbound_bytes: usize,
     receiver: Option<Receiver>,
@@ -189,6 +219,8 @@ impl Session {
             open_sent: false,
             outgoing: VecDeque::new(),
             queued_bytes: 0,
+            queued_since: None,
+            dropped_messages: 0,
             inbound: VecDeque::new(),
             inbound_bytes: 0,
             receiver: None,
@@ -225,6 +257,11 @@ impl Session {
     /// Bytes of outgoing messages waiting for a receiver.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Messages dropped by [`Overflow::DropOldest`] so far.
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped_messages
     }
 
     /// A receiver asks to carry this session's frames.
@@ -292,6 +329,7 @@ impl Session {
             Frame::Open
         } else if !self.outgoing.is_empty() {
             self.queued_bytes = 0;
+            self.queued_since = None;
             Frame::Messages(self.outgoing.drain(..).collect())
         } else if let Some(closure) = &self.closure {
             closure.frame.clone()
@@ -326,19 +364,34 @@ impl Session {
     }
 
     /// The application sends a message; it waits in order for a receiver.
-    pub fn send(&mut self, message: String) -> Result<(), SendError> {
+    pub fn send(&mut self, message: String, now: Instant) -> Result<(), SendError> {
         self.check_outgoing_room(message.len())?;
+        if self.config.overflow == Overflow::DropOldest {
+            while !self.outgoing.is_empty()
+                && self.queued_bytes + message.len() > self.config.max_queued_bytes
+            {
+                if let Some(dropped) = self.outgoing.pop_front() {
+                    self.queued_bytes -= dropped.len();
+                    self.dropped_messages += 1;
+                }
+            }
+        }
+        if self.outgoing.is_empty() {
+            self.queued_since = Some(now);
+        }
         self.queued_bytes += message.len();
         self.outgoing.push_back(message);
         Ok(())
     }
 
     /// Whether a message of `bytes` can be queued now. The queue always takes
-    /// one message when it is empty, so a message larger than the bound still goes.
+    /// one message when it is empty, so a message larger than the bound still
+    /// goes; under [`Overflow::DropOldest`] it always takes one.
     pub fn check_outgoing_room(&self, bytes: usize) -> Result<(), SendError> {
         if self.closure.is_some() {
             Err(SendError::Closed)
-        } else if !self.outgoing.is_empty()
+        } else if self.config.overflow == Overflow::Close
+            && !self.outgoing.is_empty()
             && self.queued_bytes + bytes > self.config.max_queued_bytes
         {
             Err(SendError::Full)
@@ -428,6 +481,14 @@ impl Session {
             self.expired = true;
             return TimeoutOutcome::Expired;
         }
+        if self.send_deadline().is_some_and(|at| now >= at) {
+            let frame = Frame::Close {
+                code: SEND_TIMEOUT_CODE,
+                reason: SEND_TIMEOUT_REASON.to_owned(),
+            };
+            self.close_with(CloseReason::SendTimeout, frame);
+            return TimeoutOutcome::SendTimedOut;
+        }
         if let (Some(_), None, Some(due), Some(delay)) = (
             &self.receiver,
             &self.closure,
@@ -456,9 +517,21 @@ impl Session {
             (Some(_), None) => self.heartbeat_due,
             _ => None,
         };
-        match (heartbeat, self.disconnect_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [heartbeat, self.disconnect_at, self.send_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When an open session whose client takes nothing is closed as too slow.
+    fn send_deadline(&self) -> Option<Instant> {
+        match (
+            self.closure.is_none(),
+            self.queued_since,
+            self.config.send_timeout,
+        ) {
+            (true, Some(since), Some(timeout)) => Some(since + timeout),
+            _ => None,
         }
     }
 }
@@ -529,8 +602,8 @@ mod tests {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Polling, now);
         s.poll_delivery(r, now);
-        s.send("a".into()).unwrap();
-        s.send("b".into()).unwrap();
+        s.send("a".into(), now).unwrap();
+        s.send("b".into(), now).unwrap();
         let r = attach(&mut s, ReceiverMode::Polling, now);
         assert_eq!(
             encoded(s.poll_delivery(r, now)),
@@ -546,7 +619,7 @@ mod tests {
         s.poll_delivery(r, now);
         let r = attach(&mut s, ReceiverMode::Polling, now);
         assert_eq!(s.poll_delivery(r, now), None);
-        s.send("x".into()).unwrap();
+        s.send("x".into(), now).unwrap();
         assert_eq!(encoded(s.poll_delivery(r, now)), frame(r#"a["x"]"#, true));
     }
 
@@ -559,7 +632,7 @@ mod tests {
             Attach::Refused(frame::another_connection_open())
         );
         assert_eq!(encoded(s.poll_delivery(first, now)), frame("o", false));
-        s.send("x".into()).unwrap();
+        s.send("x".into(), now).unwrap();
         assert_eq!(
             encoded(s.poll_delivery(first, now)),
             frame(r#"a["x"]"#, false)
@@ -571,9 +644,9 @@ mod tests {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Streaming, now);
         assert_eq!(encoded(s.poll_delivery(r, now)), frame("o", false)); // 1 byte
-        s.send("123456789".into()).unwrap(); // a["123456789"] is 15 bytes: 16 < 20
+        s.send("123456789".into(), now).unwrap(); // a["123456789"] is 15 bytes: 16 < 20
         assert_eq!(s.poll_delivery(r, now).map(|d| d.end), Some(false));
-        s.send("x".into()).unwrap(); // 7 more bytes: 23 >= 20
+        s.send("x".into(), now).unwrap(); // 7 more bytes: 23 >= 20
         assert_eq!(encoded(s.poll_delivery(r, now)), frame(r#"a["x"]"#, true));
         assert!(!s.has_receiver());
         assert_eq!(s.phase(), Phase::Open, "the session lives on");
@@ -599,7 +672,7 @@ mod tests {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Websocket, now);
         s.poll_delivery(r, now);
-        s.send("a very long message indeed".into()).unwrap();
+        s.send("a very long message indeed".into(), now).unwrap();
         assert_eq!(s.poll_delivery(r, now).map(|d| d.end), Some(false));
     }
 
@@ -608,10 +681,10 @@ mod tests {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Streaming, now);
         s.poll_delivery(r, now);
-        s.send("last".into()).unwrap();
+        s.send("last".into(), now).unwrap();
         assert!(s.close(3000, "Go away!"));
         assert_eq!(s.phase(), Phase::Closing);
-        assert_eq!(s.send("late".into()), Err(SendError::Closed));
+        assert_eq!(s.send("late".into(), now), Err(SendError::Closed));
         assert_eq!(
             encoded(s.poll_delivery(r, now)),
             frame(r#"a["last"]"#, false)
@@ -808,7 +881,7 @@ mod tests {
         let r = attach(&mut s, ReceiverMode::Streaming, now);
         s.poll_delivery(r, now);
         let later = now + Duration::from_secs(20);
-        s.send("x".into()).unwrap();
+        s.send("x".into(), now).unwrap();
         s.poll_delivery(r, later);
         assert_eq!(s.handle_timeout(now + HEARTBEAT), TimeoutOutcome::Nothing);
         assert_eq!(s.poll_timeout(), Some(later + HEARTBEAT));
@@ -836,13 +909,78 @@ mod tests {
 
     #[test]
     fn outgoing_queue_is_bounded_but_takes_one_oversized_message() {
-        let (mut s, _) = session();
-        s.send("this is longer than ten bytes".into()).unwrap();
-        assert_eq!(s.send("x".into()), Err(SendError::Full));
-        let (mut s, _) = session();
-        s.send("12345".into()).unwrap();
-        s.send("67890".into()).unwrap();
-        assert_eq!(s.send("1".into()), Err(SendError::Full));
+        let (mut s, now) = session();
+        s.send("this is longer than ten bytes".into(), now).unwrap();
+        assert_eq!(s.send("x".into(), now), Err(SendError::Full));
+        let (mut s, now) = session();
+        s.send("12345".into(), now).unwrap();
+        s.send("67890".into(), now).unwrap();
+        assert_eq!(s.send("1".into(), now), Err(SendError::Full));
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_and_counts_every_drop() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                overflow: Overflow::DropOldest,
+                ..config()
+            },
+            now,
+        );
+        s.handle_application_started();
+        for message in ["12345", "67890", "abcde", "fghij"] {
+            s.send(message.into(), now).unwrap();
+        }
+        assert_eq!(s.dropped_messages(), 2);
+        assert_eq!(s.check_outgoing_room(100), Ok(()));
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        s.poll_delivery(r, now); // o
+        let r = attach(&mut s, ReceiverMode::Polling, now);
+        assert_eq!(
+            encoded(s.poll_delivery(r, now)),
+            frame(r#"a["abcde","fghij"]"#, true)
+        );
+    }
+
+    #[test]
+    fn a_client_that_takes_nothing_for_send_timeout_is_closed() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        let queued = now + Duration::from_secs(1);
+        s.send("stuck".into(), queued).unwrap();
+        let deadline = queued + Duration::from_secs(10);
+        assert_eq!(s.poll_timeout(), Some(deadline));
+        assert_eq!(
+            s.handle_timeout(deadline - Duration::from_millis(1)),
+            TimeoutOutcome::Nothing
+        );
+        assert_eq!(s.handle_timeout(deadline), TimeoutOutcome::SendTimedOut);
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout));
+        assert_eq!(s.send("more".into(), deadline), Err(SendError::Closed));
+        assert_eq!(
+            encoded(s.poll_delivery(r, deadline)),
+            frame(r#"a["stuck"]"#, false)
+        );
+        assert_eq!(
+            encoded(s.poll_delivery(r, deadline)),
+            frame(r#"c[4008,"Send timeout"]"#, true)
+        );
+    }
+
+    #[test]
+    fn a_client_that_keeps_taking_is_never_timed_out() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        for second in 1..100 {
+            let t = now + Duration::from_secs(second);
+            s.send("tick".into(), t).unwrap();
+            assert_eq!(s.handle_timeout(t), TimeoutOutcome::Nothing);
+            s.poll_delivery(r, t).unwrap();
+        }
+        assert_eq!(s.phase(), Phase::Open);
     }
 
     #[test]

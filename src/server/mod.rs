@@ -9,6 +9,7 @@ mod send;
 pub(crate) mod shared;
 mod websocket;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -31,6 +32,8 @@ pub(crate) struct ServiceState {
     pub options: Options,
     pub session_config: SessionConfig,
     pub registry: Registry,
+    /// Sessions alive on every transport, WebSockets included.
+    pub live_sessions: AtomicUsize,
     pub handler: Handler,
     pub iframe: pages::IframePage,
 }
@@ -43,6 +46,7 @@ impl ServiceState {
             iframe: pages::IframePage::new(&options.sockjs_url),
             options,
             registry: Registry::default(),
+            live_sessions: AtomicUsize::new(0),
             handler,
         }
     }
@@ -57,14 +61,36 @@ impl ServiceState {
 
     /// Starts a new registered session: its handler, and a timer that drives
     /// its deadlines and forgets it once it expires.
-    fn start_registered(self: &Arc<Self>, shared: &Arc<SharedSession>, session_id: &str) {
+    fn start_registered(
+        self: &Arc<Self>,
+        shared: &Arc<SharedSession>,
+        session_id: &str,
+        slot: SessionSlot,
+    ) {
         self.start_application(shared);
         let state = self.clone();
         let session_id = session_id.to_owned();
         let session = shared.clone();
         actix_rt::spawn(shared.clone().run_timer(move || {
             state.registry.remove(&session_id, &session);
+            drop(slot);
         }));
+    }
+
+    /// Takes a place for a new session under the service's cap, if any is left.
+    fn reserve_session(self: &Arc<Self>) -> Option<SessionSlot> {
+        let max = self.options.max_sessions.unwrap_or(usize::MAX);
+        self.live_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(SessionSlot(self.clone()))
+    }
+
+    fn too_many_sessions(&self) -> HttpResponse {
+        log::debug!("{}: session cap reached, new session refused", self.prefix);
+        text_response(StatusCode::SERVICE_UNAVAILABLE, "Too many sessions.")
     }
 
     fn new_session(&self, req: &HttpRequest, transport: &'static str) -> Arc<SharedSession> {
@@ -79,6 +105,15 @@ impl ServiceState {
             path: self.prefix.clone(),
             query: req.query_string().to_owned(),
         }
+    }
+}
+
+/// One session's place under the service's cap, given back when dropped.
+pub(crate) struct SessionSlot(Arc<ServiceState>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.live_sessions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -99,6 +134,16 @@ pub(crate) async fn dispatch(
     state: web::Data<ServiceState>,
 ) -> HttpResponse {
     let state = state.into_inner();
+    if header_bytes(req.headers()) > MAX_HEADER_BYTES {
+        log::debug!(
+            "{}: request headers over {MAX_HEADER_BYTES} bytes",
+            req.path()
+        );
+        return text_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request header fields too large.",
+        );
+    }
     let path = req.path().get(state.prefix.len()..).unwrap_or_default();
     let method = match *req.method() {
         HttpMethod::GET => Method::Get,
@@ -147,6 +192,17 @@ pub(crate) async fn dispatch(
         }
         Route::RawWebsocket => not_found(&req),
     }
+}
+
+/// Far above what browsers send (cookies included), far below what would let
+/// one request pin much memory.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 fn not_found(req: &HttpRequest) -> HttpResponse {

@@ -30,11 +30,16 @@ pub fn respond(
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, text);
         }
     };
-    let (shared, created) = state
-        .registry
-        .get_or_create(session_id, || state.new_session(req, transport_name(kind)));
-    if created {
-        state.start_registered(&shared, session_id);
+    let mut slot = None;
+    let Some((shared, created)) = state.registry.get_or_create(session_id, || {
+        slot = state.reserve_session();
+        slot.as_ref()
+            .map(|_| state.new_session(req, transport_name(kind)))
+    }) else {
+        return state.too_many_sessions();
+    };
+    if let (true, Some(slot)) = (created, slot) {
+        state.start_registered(&shared, session_id, slot);
     }
     let attach = shared
         .core

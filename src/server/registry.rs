@@ -23,21 +23,22 @@ impl Registry {
             .cloned()
     }
 
-    /// The live session with this id, or a new one from `create` (then `true`).
+    /// The live session with this id, or a new one from `create` (then
+    /// `true`); `None` if there was none and `create` declined.
     pub fn get_or_create(
         &self,
         id: &str,
-        create: impl FnOnce() -> Arc<SharedSession>,
-    ) -> (Arc<SharedSession>, bool) {
+        create: impl FnOnce() -> Option<Arc<SharedSession>>,
+    ) -> Option<(Arc<SharedSession>, bool)> {
         let mut sessions = self.sessions.lock();
         if let Some(existing) = sessions.get(id) {
             if !existing.core.lock().is_expired() {
-                return (existing.clone(), false);
+                return Some((existing.clone(), false));
             }
         }
-        let session = create();
+        let session = create()?;
         sessions.insert(id.into(), session.clone());
-        (session, true)
+        Some((session, true))
     }
 
     /// Forgets `session`, unless the id already names a newer one.
@@ -46,9 +47,5 @@ impl Registry {
         if sessions.get(id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(id);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.sessions.lock().len()
     }
 }

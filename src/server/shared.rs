@@ -98,7 +98,7 @@ impl SharedSession {
         match outcome {
             TimeoutOutcome::Nothing => {}
             TimeoutOutcome::Heartbeat => self.to_receiver.notify_waiters(),
-            TimeoutOutcome::Expired => self.wake_all(),
+            TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => self.wake_all(),
         }
         outcome
     }

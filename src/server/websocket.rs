@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 
 use super::shared::SharedSession;
-use super::{text_response, ServiceState};
+use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
 use crate::protocol::inbound;
 use crate::protocol::session::{Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode};
@@ -49,6 +49,9 @@ fn open(
         log::debug!("{}: {text}", req.path());
         return text_response(StatusCode::BAD_REQUEST, text);
     }
+    let Some(slot) = state.reserve_session() else {
+        return state.too_many_sessions();
+    };
     let (response, ws, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
         Err(error) => {
@@ -80,6 +83,7 @@ fn open(
             ws,
             framing,
             awaiting_pong: false,
+            _slot: slot,
         }
         .run(stream),
     );
@@ -110,6 +114,8 @@ struct Connection {
     ws: actix_ws::Session,
     framing: Framing,
     awaiting_pong: bool,
+    /// Counts this connection against the service's session cap while it lives.
+    _slot: SessionSlot,
 }
 
 /// Why the connection loop stopped.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use sockjs_gateway::Overflow;
 
 /// A SockJS server and gateway. With no flags it serves the conventional
 /// SockJS test services (/echo, /disabled_websocket_echo, /cookie_needed_echo,
@@ -26,6 +27,28 @@ pub struct Cli {
     /// Client library URL for the iframe page (must start with / or http).
     #[arg(long, value_name = "URL", default_value = sockjs_gateway::DEFAULT_SOCKJS_URL, value_parser = parse_sockjs_url)]
     pub sockjs_url: String,
+
+    /// Bound on a session's messages waiting for its client, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Bound on one inbound message or send body, in bytes (larger bodies get 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// A session whose client takes none of its queued messages for this long
+    /// is closed with 4008 "Send timeout"; 0 waits for ever.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// What a full outgoing queue does: `close` (senders wait, a stalled client
+    /// is closed) or `drop-oldest` (the oldest queued messages are dropped, counted).
+    #[arg(long, value_name = "POLICY", default_value = "close", value_parser = parse_overflow)]
+    pub overflow: Overflow,
+
+    /// At most this many live sessions per service; new ones beyond get 503.
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
 
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]
@@ -50,6 +73,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is out of range (0 to 24 hours)"));
     }
     Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_overflow(text: &str) -> Result<Overflow, String> {
+    match text {
+        "close" => Ok(Overflow::Close),
+        "drop-oldest" => Ok(Overflow::DropOldest),
+        _ => Err("the overflow policy is `close` or `drop-oldest`".to_owned()),
+    }
 }
 
 fn parse_sockjs_url(text: &str) -> Result<String, String> {

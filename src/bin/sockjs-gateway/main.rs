@@ -15,6 +15,11 @@ async fn main() -> std::io::Result<()> {
         heartbeat_delay: cli.heartbeat_delay,
         disconnect_delay: cli.disconnect_delay,
         sockjs_url: cli.sockjs_url.clone(),
+        max_queued_bytes: cli.max_queued_bytes,
+        max_message_bytes: cli.max_message_bytes,
+        send_timeout: cli.send_timeout,
+        overflow: cli.overflow,
+        max_sessions: cli.max_sessions,
         ..Options::default()
     };
     let services = services::all(&options);

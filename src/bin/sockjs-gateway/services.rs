@@ -75,8 +75,12 @@ async fn amplify(session: Session) {
     }
 }
 
-/// Every message goes to every open session of the service. A session whose
-/// outgoing queue is full is closed rather than allowed to hold up the rest.
+/// The close of a broadcast member whose outgoing queue is full: it is closed
+/// rather than allowed to hold up the others (with `--overflow drop-oldest`
+/// its oldest messages are dropped instead).
+pub const TOO_SLOW: (u16, &str) = (4009, "Too slow to keep up");
+
+/// Every message goes to every open session of the service.
 fn broadcast(options: Options) -> SockJs {
     let members: Arc<Mutex<HashMap<ConnectionId, Session>>> = Arc::default();
     SockJs::new("/broadcast", options, move |session: Session| {
@@ -88,7 +92,7 @@ fn broadcast(options: Options) -> SockJs {
                 for recipient in recipients {
                     if let Err(SendError::Full) = recipient.try_send(message.clone()) {
                         log::debug!("broadcast: session {} too slow, closing it", recipient.id());
-                        recipient.close(4000, "Too slow to keep up");
+                        recipient.close(TOO_SLOW.0, TOO_SLOW.1);
                     }
                 }
             }
