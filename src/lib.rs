@@ -43,6 +43,7 @@ use actix_web::web;
 use futures::FutureExt;
 
 pub use options::{Options, Transports, DEFAULT_SOCKJS_URL};
+pub use protocol::origin::OriginPolicy;
 pub use protocol::session::{CloseReason, Overflow, SendError};
 pub use session::{ConnectionId, Peer, Session};
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::protocol::origin::OriginPolicy;
 use crate::protocol::route::{ReceiverKind, SendKind};
 use crate::protocol::session::{Overflow, SessionConfig};
 
@@ -44,6 +45,11 @@ pub struct Options {
     pub send_timeout: Duration,
     /// What sending into a full outgoing queue does.
     pub overflow: Overflow,
+    /// Which pages may use the service; every origin by default.
+    pub origins: OriginPolicy,
+    /// Keep jsonp-polling on under an origin allow-list. JSONP requests carry
+    /// no `Origin`, so by default an allow-list turns that transport off.
+    pub jsonp_with_origin_policy: bool,
     /// At most this many live sessions (every transport); new ones beyond it
     /// get `503`. `None`: no cap.
     pub max_sessions: Option<usize>,
@@ -64,6 +70,8 @@ impl Default for Options {
             max_message_bytes: 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             overflow: Overflow::Close,
+            origins: OriginPolicy::default(),
+            jsonp_with_origin_policy: false,
             max_sessions: None,
             peer_headers: [
                 "user-agent",
@@ -81,6 +89,21 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Whether a transport is on, the origin policy taken into account.
+    pub(crate) fn receiver_enabled(&self, kind: ReceiverKind) -> bool {
+        self.transports.receiver_enabled(kind)
+            && (kind != ReceiverKind::JsonpPolling || self.jsonp_allowed_by_origins())
+    }
+
+    pub(crate) fn send_enabled(&self, kind: SendKind) -> bool {
+        self.transports.send_enabled(kind)
+            && (kind != SendKind::Jsonp || self.jsonp_allowed_by_origins())
+    }
+
+    fn jsonp_allowed_by_origins(&self) -> bool {
+        self.origins.allows_all() || self.jsonp_with_origin_policy
+    }
+
     pub(crate) fn session_config(&self) -> SessionConfig {
         SessionConfig {
             heartbeat_delay: Some(self.heartbeat_delay).filter(|d| !d.is_zero()),

@@ -1,72 +1,18 @@
 //! The library's session API, over real connections to services mounted
 //! in-process with handlers written for each test.
 
+mod in_process;
 mod support;
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
+use in_process::InProcess;
 use sockjs_gateway::{Options, SendError, Session, SockJs, Transports};
-use support::{close_frame, parse_frame, ws_connect, Conn, Frame, Request, WsEvent};
+use support::{close_frame, ws_connect, Conn, Frame, Request, WsEvent};
 use tokio_tungstenite::tungstenite;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// An actix server on an ephemeral loopback port, on its own thread; stopped on drop.
-struct InProcess {
-    port: u16,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start(services: Vec<SockJs>) -> InProcess {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    services
-                        .iter()
-                        .fold(App::new(), |app, service| app.service(service.clone()))
-                })
-                .workers(1)
-                .h1_allow_half_closed(false)
-                .bind("127.0.0.1:0")
-                .expect("bind");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).unwrap();
-                server.await.expect("server");
-            })
-        });
-        let (port, handle) = rx.recv_timeout(WAIT).expect("server started");
-        InProcess {
-            port,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn post(&self, path: &str, body: &[u8]) -> support::Response {
-        Conn::open(self.port).request(&Request::post(path, body))
-    }
-
-    fn poll(&self, path: &str) -> Frame {
-        let response = self.post(path, b"");
-        assert_eq!(response.status, 200, "{path}");
-        parse_frame(response.text().trim_end())
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        actix_rt::System::new().block_on(self.handle.stop(false));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 fn short_options() -> Options {
     Options {

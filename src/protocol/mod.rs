@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod inbound;
+pub mod origin;
 pub mod route;
 pub mod session;
 pub mod wrap;

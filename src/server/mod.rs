@@ -43,7 +43,7 @@ impl ServiceState {
         ServiceState {
             prefix,
             session_config: options.session_config(),
-            iframe: pages::IframePage::new(&options.sockjs_url),
+            iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
             options,
             registry: Registry::default(),
             live_sessions: AtomicUsize::new(0),
@@ -144,6 +144,18 @@ pub(crate) async fn dispatch(
             "Request header fields too large.",
         );
     }
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !state.options.origins.allows(origin, host) {
+        log::debug!("{}: origin {origin:?} not allowed", req.path());
+        return text_response(StatusCode::FORBIDDEN, "Origin not allowed.");
+    }
     let path = req.path().get(state.prefix.len()..).unwrap_or_default();
     let method = match *req.method() {
         HttpMethod::GET => Method::Get,
@@ -151,7 +163,8 @@ pub(crate) async fn dispatch(
         HttpMethod::OPTIONS => Method::Options,
         _ => Method::Other,
     };
-    let transports = &state.options.transports;
+    let options = &state.options;
+    let transports = &options.transports;
     let route = match route::route(method, path) {
         Ok(route) => route,
         Err(RouteError::NotFound) => return not_found(&req),
@@ -176,10 +189,10 @@ pub(crate) async fn dispatch(
                 SessionEndpoint::Websocket if transports.websocket => {
                     websocket::framed(&req, payload, &state).await
                 }
-                SessionEndpoint::Receiver(kind) if transports.receiver_enabled(kind) => {
+                SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
                     receiver::respond(&req, &state, session_id, kind)
                 }
-                SessionEndpoint::Send(kind) if transports.send_enabled(kind) => {
+                SessionEndpoint::Send(kind) if options.send_enabled(kind) => {
                     send::respond(&req, payload, &state, session_id, kind).await
                 }
                 SessionEndpoint::Preflight { allow } => pages::preflight(&req, allow),

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::headers;
 use crate::options::Options;
+use crate::protocol::origin::OriginPolicy;
 
 pub fn greeting() -> HttpResponse {
     HttpResponse::Ok()
@@ -18,8 +19,9 @@ pub fn greeting() -> HttpResponse {
 }
 
 pub fn info(req: &HttpRequest, options: &Options) -> HttpResponse {
+    let origins = serde_json::to_string(&options.origins.info_origins()).unwrap_or_default();
     let body = format!(
-        r#"{{"websocket":{},"cookie_needed":{},"origins":["*:*"],"entropy":{}}}"#,
+        r#"{{"websocket":{},"cookie_needed":{},"origins":{origins},"entropy":{}}}"#,
         options.transports.websocket,
         options.cookie_needed,
         entropy()
@@ -62,10 +64,11 @@ pub fn preflight(req: &HttpRequest, allow: &'static str) -> HttpResponse {
 pub struct IframePage {
     body: String,
     etag: String,
+    frame_ancestors: Option<String>,
 }
 
 impl IframePage {
-    pub fn new(sockjs_url: &str) -> Self {
+    pub fn new(sockjs_url: &str, origins: &OriginPolicy) -> Self {
         let body = IFRAME_TEMPLATE.replace("SOCKJS_URL", &escape_html_attribute(sockjs_url));
         // FNV-1a: the same body gives the same tag in every process and build.
         let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -74,6 +77,7 @@ impl IframePage {
         IframePage {
             body,
             etag: format!("\"{hash:016x}\""),
+            frame_ancestors: origins.frame_ancestors(),
         }
     }
 
@@ -94,6 +98,9 @@ impl IframePage {
         let mut builder = HttpResponse::Ok();
         builder.content_type(headers::HTML);
         headers::cache_for_a_year(&mut builder);
+        if let Some(policy) = &self.frame_ancestors {
+            builder.insert_header((header::CONTENT_SECURITY_POLICY, policy.clone()));
+        }
         builder
             .insert_header((header::ETAG, self.etag.clone()))
             .body(self.body.clone())
@@ -138,12 +145,18 @@ mod tests {
 
     #[test]
     fn iframe_url_is_attribute_escaped_and_etag_is_stable() {
-        let page = IframePage::new(r#"/x.js?a=1&b="2"<>"#);
+        let page = IframePage::new(r#"/x.js?a=1&b="2"<>"#, &OriginPolicy::default());
         assert!(page
             .body
             .contains(r#"<script src="/x.js?a=1&amp;b=&quot;2&quot;&lt;&gt;"></script>"#));
-        assert_eq!(page.etag, IframePage::new(r#"/x.js?a=1&b="2"<>"#).etag);
-        assert_ne!(page.etag, IframePage::new("/y.js").etag);
+        assert_eq!(
+            page.etag,
+            IframePage::new(r#"/x.js?a=1&b="2"<>"#, &OriginPolicy::default()).etag
+        );
+        assert_ne!(
+            page.etag,
+            IframePage::new("/y.js", &OriginPolicy::default()).etag
+        );
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub struct Cli {
     #[arg(long, value_name = "POLICY", default_value = "close", value_parser = parse_overflow)]
     pub overflow: Overflow,
 
+    /// A page origin allowed to use the services, e.g. https://app.example.com
+    /// or https://*.example.com; repeatable. Default: every origin. Refused
+    /// origins get 403 on every transport and WebSocket handshake.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// Keep jsonp-polling on under --allowed-origin (its requests carry no
+    /// Origin to check, so an allow-list turns it off by default).
+    #[arg(long)]
+    pub allow_jsonp: bool,
+
     /// At most this many live sessions per service; new ones beyond get 503.
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,

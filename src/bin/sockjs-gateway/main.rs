@@ -5,7 +5,7 @@ mod services;
 
 use actix_web::{App, HttpServer};
 use clap::Parser;
-use sockjs_gateway::Options;
+use sockjs_gateway::{Options, OriginPolicy};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -20,6 +20,8 @@ async fn main() -> std::io::Result<()> {
         send_timeout: cli.send_timeout,
         overflow: cli.overflow,
         max_sessions: cli.max_sessions,
+        origins: OriginPolicy::allow_only(&cli.allowed_origins),
+        jsonp_with_origin_policy: cli.allow_jsonp,
         ..Options::default()
     };
     let services = services::all(&options);

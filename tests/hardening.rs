@@ -1,0 +1,271 @@
+//! Bounds, caps and the origin policy: what keeps one client from harming
+//! the gateway or anyone else.
+
+mod in_process;
+mod support;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use in_process::InProcess;
+use sockjs_gateway::{Options, Overflow, Session, SockJs};
+use support::{close_frame, ws_connect, Conn, Frame, Request, Server};
+
+const GOOD: &str = "http://good.example";
+const EVIL: &str = "http://evil.example";
+
+fn with_origin(request: Request, origin: &str) -> Request {
+    request.header("Origin", origin)
+}
+
+#[test]
+fn a_refused_origin_gets_403_and_no_cors_on_every_endpoint() {
+    let server = Server::start_with(&["--allowed-origin", GOOD]);
+    let requests = [
+        Request::get("/echo/info"),
+        Request::options("/echo/info"),
+        Request::post("/echo/000/o1/xhr", b""),
+        Request::post("/echo/000/o1/xhr_streaming", b""),
+        Request::post("/echo/000/o1/xhr_send", br#"["x"]"#),
+        Request::options("/echo/000/o1/xhr"),
+        Request::get("/echo/000/o1/eventsource"),
+        Request::get("/echo/000/o1/htmlfile?c=cb"),
+        Request::get("/echo/iframe.html"),
+        Request::get("/echo"),
+    ];
+    for request in requests {
+        let label = format!("{} {}", request.method, request.path);
+        let response = server.request(with_origin(request, EVIL));
+        assert_eq!(response.status, 403, "{label}");
+        assert_eq!(response.text().trim_end(), "Origin not allowed.", "{label}");
+        response.assert_no_header("Access-Control-Allow-Origin");
+        response.assert_no_header("Access-Control-Allow-Credentials");
+    }
+    for path in ["/echo/websocket", "/echo/000/o2/websocket"] {
+        let mut conn = server.connect();
+        let response = conn.request(&support::ws_request(path, &[("Origin", EVIL)]));
+        assert_eq!(response.status, 403, "{path}");
+    }
+}
+
+#[test]
+fn an_allowed_origin_and_the_gateways_own_pages_get_through() {
+    let server = Server::start_with(&["--allowed-origin", GOOD]);
+    let info = server.request(with_origin(Request::get("/echo/info"), GOOD));
+    assert_eq!(info.status, 200);
+    info.assert_header("Access-Control-Allow-Origin", GOOD);
+    let body: serde_json::Value = serde_json::from_str(&info.text()).unwrap();
+    assert_eq!(
+        body["origins"],
+        serde_json::json!([GOOD]),
+        "/info reflects the policy"
+    );
+
+    let poll = server.request(with_origin(Request::post("/echo/000/a1/xhr", b""), GOOD));
+    assert_eq!((poll.status, poll.text()), (200, "o\n".to_owned()));
+    let own = format!("http://127.0.0.1:{}", server.port);
+    let send = server.request(with_origin(
+        Request::post("/echo/000/a1/xhr_send", br#"["x"]"#),
+        &own,
+    ));
+    assert_eq!(
+        send.status, 204,
+        "the iframe transports post from the gateway's own origin"
+    );
+    let no_origin = server.post("/echo/000/a1/xhr", b"");
+    assert_eq!(
+        no_origin.text(),
+        "a[\"x\"]\n",
+        "requests without Origin are not browser pages"
+    );
+
+    let mut ws = ws_connect(server.port, "/echo/000/a2/websocket", &[("Origin", GOOD)]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+}
+
+#[test]
+fn an_origin_list_turns_jsonp_off_unless_asked_and_guards_the_iframe() {
+    let strict = Server::start_with(&["--allowed-origin", GOOD]);
+    assert_eq!(strict.get("/echo/000/j1/jsonp?c=cb").status, 404);
+    assert_eq!(
+        strict.post("/echo/000/j1/jsonp_send", b"d=%5B%5D").status,
+        404
+    );
+    let iframe = strict.get("/echo/iframe.html");
+    iframe.assert_header(
+        "Content-Security-Policy",
+        &format!("frame-ancestors 'self' {GOOD}"),
+    );
+
+    let lenient = Server::start_with(&["--allowed-origin", GOOD, "--allow-jsonp"]);
+    let poll = lenient.get("/echo/000/j1/jsonp?c=cb");
+    assert_eq!(
+        (poll.status, poll.text()),
+        (200, "/**/cb(\"o\");\r\n".to_owned())
+    );
+
+    let open = Server::start();
+    open.get("/echo/iframe.html")
+        .assert_no_header("Content-Security-Policy");
+}
+
+#[test]
+fn sessions_beyond_the_cap_get_503_and_the_others_are_unharmed() {
+    let server = Server::start_with(&["--max-sessions", "2", "--disconnect-delay", "200ms"]);
+    assert_eq!(server.xhr("/echo", "cap1").text(), "o\n");
+    let mut ws = ws_connect(server.port, "/echo/000/cap2/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+
+    let refused = server.xhr("/echo", "cap3");
+    assert_eq!(
+        (refused.status, refused.text().trim_end()),
+        (503, "Too many sessions.")
+    );
+    let refused = server.request(support::ws_request("/echo/websocket", &[]));
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        server.get("/echo/info").status,
+        200,
+        "/info is not a session"
+    );
+    assert_eq!(server.xhr("/other_service_is_404", "x").status, 404);
+    assert_eq!(
+        server.xhr("/amplify", "own-cap").text(),
+        "o\n",
+        "the cap is per service"
+    );
+
+    server.send_ok("/echo", "cap1", r#"["still served"]"#);
+    assert_eq!(
+        server.poll("/echo", "cap1"),
+        Frame::Messages(vec!["still served".into()])
+    );
+    ws.send_text(r#"["me too"]"#);
+    assert_eq!(ws.messages(1), vec!["me too".to_owned()]);
+
+    // Once the WebSocket closes, its place is free again.
+    ws.ws.close(None).unwrap();
+    support::poll_until("a place to free up", Duration::from_secs(10), || {
+        (server.xhr("/echo", "cap4").status == 200).then_some(())
+    });
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let server = Server::start();
+    let response =
+        server.request(Request::get("/echo/info").header("X-Padding", &"a".repeat(40_000)));
+    assert_eq!(response.status, 431);
+    assert_eq!(server.get("/echo/info").status, 200);
+}
+
+#[test]
+fn a_slowloris_request_is_dropped() {
+    let server = Server::start();
+    let mut conn = Conn::open(server.port);
+    conn.write_all(b"GET /echo/info HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    // The head never completes: the server gives up with 408 and hangs up.
+    let head = conn.read_head();
+    assert_eq!(head.status, 408);
+    assert!(conn.closed_within(Duration::from_secs(10)));
+    assert_eq!(server.get("/echo/info").status, 200);
+}
+
+/// A handler that pushes `size`-byte messages until sending fails, then
+/// reports why the session closed.
+fn flood(size: usize, options: Options, report: mpsc::Sender<String>) -> SockJs {
+    SockJs::new("/flood", options, move |session: Session| {
+        let report = report.clone();
+        async move {
+            let mut n = 0u64;
+            loop {
+                let message = format!("{n:08}{}", "x".repeat(size));
+                if session.send(message).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            let _ = report.send(format!("{:?}", session.closed().await));
+        }
+    })
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_after_send_timeout_and_loses_nothing_before() {
+    let (tx, rx) = mpsc::channel();
+    let options = Options {
+        send_timeout: Duration::from_millis(300),
+        max_queued_bytes: 64 * 1024,
+        response_limit: usize::MAX,
+        ..Options::default()
+    };
+    let server = InProcess::start(vec![flood(16 * 1024, options, tx)]);
+    let mut stream =
+        Conn::open(server.port).stream(&Request::post("/flood/0/s/xhr_streaming", b""));
+    stream.next_line(); // prelude
+                        // The client reads nothing more: the server's buffers fill, then its queue.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the session closed"),
+        "SendTimeout"
+    );
+    let mut expected = 0u64;
+    loop {
+        match stream.next_frame() {
+            Frame::Open => {}
+            Frame::Messages(messages) => {
+                for message in messages {
+                    assert_eq!(
+                        message[..8].parse::<u64>().unwrap(),
+                        expected,
+                        "in order, none lost"
+                    );
+                    expected += 1;
+                }
+            }
+            frame => {
+                assert_eq!(frame, close_frame(4008, "Send timeout"));
+                break;
+            }
+        }
+    }
+    assert!(expected > 0);
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_never_blocks_the_sender() {
+    let (tx, rx) = mpsc::channel();
+    let options = Options {
+        overflow: Overflow::DropOldest,
+        max_queued_bytes: 100,
+        ..Options::default()
+    };
+    let server = InProcess::start(vec![SockJs::new(
+        "/feed",
+        options,
+        move |session: Session| {
+            let report = tx.clone();
+            async move {
+                for n in 0..1000 {
+                    session.send(format!("{n:04}")).await.unwrap();
+                }
+                let _ = report.send("sent all".to_owned());
+            }
+        },
+    )]);
+    assert_eq!(server.poll("/feed/0/s/xhr"), Frame::Open);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "sent all"
+    );
+    let Frame::Messages(kept) = server.poll("/feed/0/s/xhr") else {
+        panic!("expected the newest messages");
+    };
+    assert_eq!(kept.len(), 25, "100 bytes of 4-byte messages");
+    assert_eq!(kept.last().map(String::as_str), Some("0999"));
+    let numbers: Vec<u32> = kept.iter().map(|m| m.parse().unwrap()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "the kept ones in order"
+    );
+}
