@@ -105,9 +105,21 @@ impl SockJs {
 
     /// Sessions currently alive, on every transport.
     pub fn session_count(&self) -> usize {
-        self.state
-            .live_sessions
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.state.live.lock().len()
+    }
+
+    /// Stops the service for a server shutdown: new sessions get `503`,
+    /// every live session is closed with `1001 "Server shutting down"`, and
+    /// this waits (at most `timeout`) until attached receivers have taken
+    /// their close frame. Sessions without a receiver keep theirs for the
+    /// client's next request until the server stops.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        self.state.close_all(1001, "Server shutting down");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+        while self.state.attached_receivers() > 0 && tokio::time::Instant::now() < deadline {
+            tick.tick().await;
+        }
     }
 }
 

@@ -54,9 +54,13 @@ impl Session {
             Err(error) => Err(error),
             Ok(()) => core.send(message.take()?, Instant::now()),
         };
+        let wake_timer = core.take_deadline_moved_earlier();
         drop(core);
         if result.is_ok() {
             self.shared.to_receiver.notify_waiters();
+        }
+        if wake_timer {
+            self.shared.to_timer.notify_waiters();
         }
         Some(result)
     }

@@ -269,3 +269,57 @@ fn drop_oldest_keeps_the_newest_and_never_blocks_the_sender() {
         "the kept ones in order"
     );
 }
+
+#[test]
+fn sigterm_closes_every_session_with_1001_and_exits_in_time() {
+    let mut server = Server::start_with(&["--shutdown-timeout", "3s"]);
+    let mut ws = ws_connect(server.port, "/echo/000/sd1/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    let mut stream = server
+        .connect()
+        .stream(&Request::post("/echo/000/sd2/xhr_streaming", b""));
+    stream.next_line(); // prelude
+    assert_eq!(stream.next_frame(), Frame::Open);
+    let started = std::time::Instant::now();
+
+    server.terminate();
+
+    let going_away = close_frame(1001, "Server shutting down");
+    assert_eq!(ws.next_frame(), going_away);
+    assert_eq!(stream.next_frame(), going_away);
+    assert_eq!(
+        stream.read_line(),
+        None,
+        "the streaming response ends after its close frame"
+    );
+    let status = server
+        .exited_within(Duration::from_secs(10))
+        .expect("the gateway exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_websocket_client_that_stops_reading_is_closed_after_send_timeout() {
+    let (tx, rx) = mpsc::channel();
+    let options = Options {
+        send_timeout: Duration::from_millis(300),
+        max_queued_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let server = InProcess::start(vec![flood(16 * 1024, options, tx)]);
+    let mut ws = ws_connect(server.port, "/flood/0/w/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    // The client reads nothing more.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the session closed"),
+        "SendTimeout"
+    );
+    let mut again = ws_connect(server.port, "/flood/0/w2/websocket", &[]);
+    assert_eq!(again.next_frame(), Frame::Open, "the service is unharmed");
+}

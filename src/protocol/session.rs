@@ -197,6 +197,10 @@ pub struct Session {
     queued_bytes: usize,
     /// When the outgoing queue last went from empty to non-empty.
     queued_since: Option<Instant>,
+    /// The deadline last handed out by `poll_timeout`, which the driver sleeps on.
+    armed_deadline: Option<Instant>,
+    /// A new deadline came before `armed_deadline`: the driver must look again.
+    deadline_moved_earlier: bool,
     dropped_messages: u64,
     inbound: VecDeque<String>,
     inbound_bytes: usize,
@@ -220,6 +224,8 @@ impl Session {
             outgoing: VecDeque::new(),
             queued_bytes: 0,
             queued_since: None,
+            armed_deadline: None,
+            deadline_moved_earlier: false,
             dropped_messages: 0,
             inbound: VecDeque::new(),
             inbound_bytes: 0,
@@ -378,6 +384,14 @@ impl Session {
         }
         if self.outgoing.is_empty() {
             self.queued_since = Some(now);
+            // Only the first queued message sets a deadline, and only one
+            // earlier than the armed one needs the driver: once per
+            // `send_timeout` at most, not once per message.
+            if let Some(deadline) = self.send_deadline() {
+                if self.armed_deadline.is_none_or(|armed| deadline < armed) {
+                    self.deadline_moved_earlier = true;
+                }
+            }
         }
         self.queued_bytes += message.len();
         self.outgoing.push_back(message);
@@ -508,19 +522,30 @@ impl Session {
         TimeoutOutcome::Nothing
     }
 
-    /// When [`Session::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.expired {
-            return None;
-        }
-        let heartbeat = match (&self.receiver, &self.closure) {
-            (Some(_), None) => self.heartbeat_due,
-            _ => None,
+    /// When [`Session::handle_timeout`] must next be called. The driver
+    /// sleeps until then, or until [`Session::take_deadline_moved_earlier`] says
+    /// to ask again.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.deadline_moved_earlier = false;
+        self.armed_deadline = if self.expired {
+            None
+        } else {
+            let heartbeat = match (&self.receiver, &self.closure) {
+                (Some(_), None) => self.heartbeat_due,
+                _ => None,
+            };
+            [heartbeat, self.disconnect_at, self.send_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
         };
-        [heartbeat, self.disconnect_at, self.send_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.armed_deadline
+    }
+
+    /// True once, after an application send set a deadline earlier than the
+    /// one last handed out by [`Session::poll_timeout`].
+    pub fn take_deadline_moved_earlier(&mut self) -> bool {
+        std::mem::take(&mut self.deadline_moved_earlier)
     }
 
     /// When an open session whose client takes nothing is closed as too slow.
@@ -966,6 +991,26 @@ mod tests {
         assert_eq!(
             encoded(s.poll_delivery(r, deadline)),
             frame(r#"c[4008,"Send timeout"]"#, true)
+        );
+    }
+
+    #[test]
+    fn a_send_deadline_earlier_than_the_armed_one_asks_the_driver_to_look_again() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT));
+        s.send("a".into(), now).unwrap();
+        assert!(s.take_deadline_moved_earlier());
+        assert!(!s.take_deadline_moved_earlier(), "once");
+        s.send("b".into(), now).unwrap();
+        assert!(!s.take_deadline_moved_earlier(), "the queue was not empty");
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
+        s.poll_delivery(r, now);
+        s.send("c".into(), now + Duration::from_secs(1)).unwrap();
+        assert!(
+            !s.take_deadline_moved_earlier(),
+            "later than the armed deadline"
         );
     }
 

@@ -9,13 +9,15 @@ mod send;
 pub(crate) mod shared;
 mod websocket;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
+use parking_lot::Mutex;
 
 use crate::options::Options;
 use crate::protocol::route::{self, Method, Route, RouteError, SessionEndpoint};
@@ -32,8 +34,10 @@ pub(crate) struct ServiceState {
     pub options: Options,
     pub session_config: SessionConfig,
     pub registry: Registry,
-    /// Sessions alive on every transport, WebSockets included.
-    pub live_sessions: AtomicUsize,
+    /// Sessions alive on every transport, WebSockets included, by connection id.
+    pub live: Mutex<HashMap<u64, Weak<SharedSession>>>,
+    /// Set once the server is shutting down: new sessions are refused.
+    pub shutting_down: AtomicBool,
     pub handler: Handler,
     pub iframe: pages::IframePage,
 }
@@ -46,7 +50,8 @@ impl ServiceState {
             iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
             options,
             registry: Registry::default(),
-            live_sessions: AtomicUsize::new(0),
+            live: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
             handler,
         }
     }
@@ -77,20 +82,52 @@ impl ServiceState {
         }));
     }
 
-    /// Takes a place for a new session under the service's cap, if any is left.
-    fn reserve_session(self: &Arc<Self>) -> Option<SessionSlot> {
+    /// Counts a new session among the live ones, if the cap and the server's
+    /// state allow it.
+    fn admit(self: &Arc<Self>, shared: &Arc<SharedSession>) -> Option<SessionSlot> {
         let max = self.options.max_sessions.unwrap_or(usize::MAX);
-        self.live_sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(SessionSlot(self.clone()))
+        let mut live = self.live.lock();
+        if live.len() >= max || self.shutting_down.load(Ordering::Acquire) {
+            return None;
+        }
+        live.insert(shared.connection_id, Arc::downgrade(shared));
+        Some(SessionSlot {
+            state: self.clone(),
+            connection_id: shared.connection_id,
+        })
     }
 
-    fn too_many_sessions(&self) -> HttpResponse {
+    /// The answer to a new session that [`ServiceState::admit`] refused.
+    fn refuse_new_session(&self) -> HttpResponse {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down.");
+        }
         log::debug!("{}: session cap reached, new session refused", self.prefix);
         text_response(StatusCode::SERVICE_UNAVAILABLE, "Too many sessions.")
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<SharedSession>> {
+        self.live
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Refuses new sessions and closes every live one with `code` and `reason`.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        self.shutting_down.store(true, Ordering::Release);
+        for session in self.live_sessions() {
+            session.close(code, reason);
+        }
+    }
+
+    /// Live sessions with a receiver attached, i.e. with frames still to flush.
+    pub fn attached_receivers(&self) -> usize {
+        self.live_sessions()
+            .iter()
+            .filter(|s| s.core.lock().has_receiver())
+            .count()
     }
 
     fn new_session(&self, req: &HttpRequest, transport: &'static str) -> Arc<SharedSession> {
@@ -108,12 +145,15 @@ impl ServiceState {
     }
 }
 
-/// One session's place under the service's cap, given back when dropped.
-pub(crate) struct SessionSlot(Arc<ServiceState>);
+/// One session's place among the live ones, given back when dropped.
+pub(crate) struct SessionSlot {
+    state: Arc<ServiceState>,
+    connection_id: u64,
+}
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.0.live_sessions.fetch_sub(1, Ordering::AcqRel);
+        self.state.live.lock().remove(&self.connection_id);
     }
 }
 

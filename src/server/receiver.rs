@@ -32,11 +32,11 @@ pub fn respond(
     };
     let mut slot = None;
     let Some((shared, created)) = state.registry.get_or_create(session_id, || {
-        slot = state.reserve_session();
-        slot.as_ref()
-            .map(|_| state.new_session(req, transport_name(kind)))
+        let shared = state.new_session(req, transport_name(kind));
+        slot = state.admit(&shared);
+        slot.is_some().then_some(shared)
     }) else {
-        return state.too_many_sessions();
+        return state.refuse_new_session();
     };
     if let (true, Some(slot)) = (created, slot) {
         state.start_registered(&shared, session_id, slot);

@@ -12,7 +12,9 @@ use super::shared::SharedSession;
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
 use crate::protocol::inbound;
-use crate::protocol::session::{Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode};
+use crate::protocol::session::{
+    Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
+};
 
 /// How frames and messages travel over the WebSocket.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,8 +51,13 @@ fn open(
         log::debug!("{}: {text}", req.path());
         return text_response(StatusCode::BAD_REQUEST, text);
     }
-    let Some(slot) = state.reserve_session() else {
-        return state.too_many_sessions();
+    let transport = match framing {
+        Framing::Sockjs => "websocket",
+        Framing::Raw => "websocket-raw",
+    };
+    let shared = state.new_session(req, transport);
+    let Some(slot) = state.admit(&shared) else {
+        return state.refuse_new_session();
     };
     let (response, ws, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
@@ -59,11 +66,6 @@ fn open(
             return error.error_response();
         }
     };
-    let transport = match framing {
-        Framing::Sockjs => "websocket",
-        Framing::Raw => "websocket-raw",
-    };
-    let shared = state.new_session(req, transport);
     let Attach::Attached(id) = shared
         .core
         .lock()
@@ -126,6 +128,8 @@ enum End {
     ClientClosed,
     /// The connection broke, or the client broke the protocol.
     Interrupted(Option<CloseReason>),
+    /// The client stopped reading: nothing more can be written to it.
+    Stalled,
 }
 
 impl Connection {
@@ -139,7 +143,7 @@ impl Connection {
             frame_ready.as_mut().enable();
             room.as_mut().enable();
 
-            if let Some(end) = self.write_ready_frames().await {
+            if let Some(end) = self.write_keeping_the_clock().await {
                 break end;
             }
             if let Some((messages, bytes)) = waiting_inbound.take() {
@@ -151,14 +155,8 @@ impl Connection {
             }
             // A WebSocket session drives its own deadlines: no timer task per connection.
             let deadline = self.shared.core.lock().poll_timeout();
-            let timeout = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = timeout => {
+                _ = sleep_until(deadline) => {
                     self.shared.handle_timeout();
                 }
                 _ = &mut frame_ready => {}
@@ -173,6 +171,27 @@ impl Connection {
             }
         };
         self.finish(end).await;
+    }
+
+    /// Writes the ready frames while the session's clock keeps running: a
+    /// client that stops reading blocks the write, and its send timeout must
+    /// still fire.
+    async fn write_keeping_the_clock(&mut self) -> Option<End> {
+        let shared = self.shared.clone();
+        let write = self.write_ready_frames();
+        tokio::pin!(write);
+        loop {
+            let deadline = shared.core.lock().poll_timeout();
+            tokio::select! {
+                end = &mut write => return end,
+                _ = sleep_until(deadline) => {
+                    if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
+                        log::debug!("a WebSocket client took nothing for the send timeout");
+                        return Some(End::Stalled);
+                    }
+                }
+            }
+        }
     }
 
     /// Writes every frame the session has ready; `Some` once the loop must stop.
@@ -306,7 +325,7 @@ impl Connection {
 
     async fn finish(self, end: End) {
         let how = match end {
-            End::Interrupted(_) => Detach::Interrupted,
+            End::Interrupted(_) | End::Stalled => Detach::Interrupted,
             End::Closed | End::ClientClosed => Detach::Finished,
         };
         self.shared
@@ -315,7 +334,8 @@ impl Connection {
             .detach_receiver(self.id, how, Instant::now());
         self.shared.wake_all();
         match end {
-            End::Closed => {}
+            // A close would wait behind what the client does not read: drop it.
+            End::Closed | End::Stalled => {}
             End::ClientClosed => {
                 let _ = self.ws.close(None).await;
             }
@@ -323,6 +343,13 @@ impl Connection {
                 let _ = self.ws.close(reason).await;
             }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

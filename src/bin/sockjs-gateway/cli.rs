@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
 
+    /// On SIGTERM or Ctrl-C: how long to let sessions take their close frame
+    /// (1001) before the process exits.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -3,9 +3,12 @@
 mod cli;
 mod services;
 
+use std::time::Duration;
+
 use actix_web::{App, HttpServer};
 use clap::Parser;
 use sockjs_gateway::{Options, OriginPolicy};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -26,6 +29,7 @@ async fn main() -> std::io::Result<()> {
     };
     let services = services::all(&options);
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
+    let services_to_stop = services.clone();
 
     let mut server = HttpServer::new(move || {
         let mut app = App::new().service(sockjs_gateway::client_library());
@@ -37,7 +41,9 @@ async fn main() -> std::io::Result<()> {
     // Without this, actix keeps a response going after the client closed its
     // side, and a dropped long-poll would hold its session until a heartbeat.
     .h1_allow_half_closed(false)
-    .shutdown_timeout(2);
+    // Signals are ours: sessions get their close frames before actix stops.
+    .disable_signals()
+    .shutdown_timeout(1);
     if let Some(workers) = cli.workers {
         server = server.workers(workers);
     }
@@ -54,5 +60,32 @@ async fn main() -> std::io::Result<()> {
         addrs.join(", "),
         prefixes.join(", ")
     );
-    server.run().await
+    let server = server.run();
+    let handle = server.handle();
+    let shutdown_timeout = cli.shutdown_timeout;
+    actix_rt::spawn(async move {
+        let signal = stop_signal().await;
+        log::info!("{signal}: closing every session (within {shutdown_timeout:?}), then stopping");
+        handle.pause().await;
+        let sessions_time = shutdown_timeout.saturating_sub(Duration::from_secs(1));
+        futures::future::join_all(services_to_stop.iter().map(|s| s.shutdown(sessions_time))).await;
+        handle.stop(true).await;
+    });
+    server.await
+}
+
+/// Waits for Ctrl-C or SIGTERM and names it.
+async fn stop_signal() -> &'static str {
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            log::error!("cannot listen for SIGTERM: {error}");
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
