@@ -130,11 +130,21 @@ fn hex_value(b: u8) -> Option<u8> {
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// Containers open while skipping a non-string value.
+    depth: usize,
 }
+
+/// Nesting beyond this is refused without looking further, so a hostile
+/// `[[[[...` cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { text, pos: 0 }
+        Parser {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -300,6 +310,17 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_container(&mut self, close: u8) -> Result<(), InboundError> {
+        if self.depth >= MAX_DEPTH {
+            // Whatever follows, this is no array of strings.
+            return Err(InboundError::NotStrings);
+        }
+        self.depth += 1;
+        let result = self.skip_container_items(close);
+        self.depth -= 1;
+        result
+    }
+
+    fn skip_container_items(&mut self, close: u8) -> Result<(), InboundError> {
         self.pos += 1;
         self.skip_whitespace();
         if self.peek() == Some(close) {
@@ -431,6 +452,22 @@ mod tests {
             );
             assert_eq!(err.text(), "Payload must be a JSON array of strings.");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        let deep = format!("[{}{}]", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert_eq!(decode_array(deep.as_bytes()), Err(InboundError::NotStrings));
+        assert_eq!(
+            decode_websocket_message(&deep),
+            Err(InboundError::NotStrings)
+        );
+        let objects = "{\"a\":".repeat(100_000);
+        assert!(decode_array(objects.as_bytes()).is_err());
+        assert_eq!(
+            decode_array(br#"[[[["a"]]]]"#),
+            Err(InboundError::NotStrings)
+        );
     }
 
     #[test]
