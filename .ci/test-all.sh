@@ -11,3 +11,6 @@ cargo clippy --all-targets -- -D warnings
 echo "== unit, black-box and doc tests"
 cargo test --all-targets
 cargo test --doc
+
+echo "== real browser: sockjs-client 1.6.1 in headless Chromium, behind nginx"
+client-js/run-browser-tests.sh

@@ -149,6 +149,9 @@ fn response_builder(req: &HttpRequest, kind: ReceiverKind) -> HttpResponseBuilde
         }
         ReceiverKind::EventSource => {
             builder.content_type("text/event-stream");
+            // sockjs-client opens event streams cross-origin, and browsers
+            // refuse those without CORS headers.
+            headers::cors(&mut builder, req);
         }
         ReceiverKind::HtmlFile => {
             builder.content_type(headers::HTML);

@@ -5,7 +5,7 @@ mod services;
 
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
 use sockjs_gateway::{Options, OriginPolicy};
 use tokio::signal::unix::{signal, SignalKind};
@@ -32,7 +32,9 @@ async fn main() -> std::io::Result<()> {
     let services_to_stop = services.clone();
 
     let mut server = HttpServer::new(move || {
-        let mut app = App::new().service(sockjs_gateway::client_library());
+        let mut app = App::new()
+            .service(sockjs_gateway::client_library())
+            .route("/", web::get().to(demo_page));
         for service in &services {
             app = app.service(service.clone());
         }
@@ -72,6 +74,13 @@ async fn main() -> std::io::Result<()> {
         handle.stop(true).await;
     });
     server.await
+}
+
+/// A page to try every service and transport by hand.
+async fn demo_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=UTF-8")
+        .body(include_str!("demo.html"))
 }
 
 /// Waits for Ctrl-C or SIGTERM and names it.

@@ -1,0 +1,220 @@
+'use strict';
+// Processes and servers the browser tests start: the gateway binary, nginx,
+// and a small static server for the cross-origin test page. Everything
+// listens on 127.0.0.1 only; everything started here is stopped by its own
+// PID (see stopAll), also when the run fails.
+
+const { spawn } = require('child_process');
+const fs = require('fs');
+const http = require('http');
+const net = require('net');
+const path = require('path');
+
+const started = [];   // { name, child } for everything we spawned
+const closers = [];   // async functions closing in-process servers
+
+function deadline(ms, what) {
+  let timer;
+  const p = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  p.cancel = () => clearTimeout(timer);
+  return p;
+}
+
+// Keeps the last lines of a stream (and optionally copies them to a file)
+// so that it never blocks the child, and so failures can show the tail.
+function drain(stream, sink, onLine) {
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk) => {
+    if (sink.file) sink.file.write(chunk);
+    partial += chunk;
+    let i;
+    while ((i = partial.indexOf('\n')) !== -1) {
+      const line = partial.slice(0, i);
+      partial = partial.slice(i + 1);
+      sink.lines.push(line);
+      if (sink.lines.length > 200) sink.lines.shift();
+      if (onLine) onLine(line);
+    }
+  });
+}
+
+// Starts sockjs-gateway on 127.0.0.1:0 and resolves with { port, child, log }
+// once it logged `listening on http://127.0.0.1:PORT`.
+function startGateway(bin, extraArgs, logPath) {
+  if (!fs.existsSync(bin)) throw new Error(`gateway binary not found at ${bin}`);
+  const args = ['--listen', '127.0.0.1:0', ...extraArgs];
+  const child = spawn(bin, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  started.push({ name: 'sockjs-gateway', child });
+  const log = { lines: [], file: logPath ? fs.createWriteStream(logPath) : null };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`sockjs-gateway did not log "listening on" within 30 s:\n${log.lines.join('\n')}`));
+    }, 30000);
+    let found = false;
+    const onLine = (line) => {
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      if (m && !found) {
+        found = true;
+        clearTimeout(timer);
+        resolve({ port: Number(m[1]), child, log, args });
+      }
+    };
+    drain(child.stderr, log, onLine);
+    drain(child.stdout, log, onLine);
+    child.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start sockjs-gateway: ${e.message}`)); });
+    child.on('exit', (code, signal) => {
+      child.exited = { code, signal };
+      if (!found) {
+        clearTimeout(timer);
+        reject(new Error(`sockjs-gateway exited (${code ?? signal}) before listening:\n${log.lines.join('\n')}`));
+      }
+    });
+  });
+}
+
+// n distinct ports that were free a moment ago (for nginx, which cannot
+// report the ports it picked). All n listeners are held open together, so
+// the kernel cannot hand the same port out twice.
+async function freePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer();
+      await new Promise((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(0, '127.0.0.1', resolve);
+      });
+      servers.push(s);
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+  }
+}
+
+// Resolves once something accepts TCP connections on the port; polls with
+// a bound, and gives up at once if `child` exited.
+function waitForPort(port, timeoutMs, child, what) {
+  const until = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      if (child && child.exited) {
+        reject(new Error(`${what} exited (${child.exited.code ?? child.exited.signal}) before listening on ${port}`));
+        return;
+      }
+      const sock = net.connect({ host: '127.0.0.1', port });
+      sock.once('connect', () => { sock.destroy(); resolve(); });
+      sock.once('error', () => {
+        sock.destroy();
+        if (Date.now() > until) reject(new Error(`${what}: nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+// Static server for the test page, on its own origin (another port).
+function startPageServer(files) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const file = files[url.pathname];
+    if (!file || req.method !== 'GET') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found');
+      return;
+    }
+    const type = file.endsWith('.html') ? 'text/html; charset=utf-8'
+      : file.endsWith('.js') ? 'application/javascript; charset=utf-8' : 'application/octet-stream';
+    res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      closers.push(() => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }));
+      resolve({ port: server.address().port, server });
+    });
+  });
+}
+
+// nginx in the foreground, single process (master_process off), with its
+// config, pid file, logs and temp paths all in `dir`.
+async function startNginx(bin, dir, servers) {
+  const prefix = dir.replace(/\/?$/, '/');
+  for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) {
+    fs.mkdirSync(path.join(dir, d), { recursive: true });
+  }
+  const conf = `# generated by client-js/lib/procs.js for one browser-test run
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${prefix}nginx.pid;
+error_log ${prefix}logs/error.log info;
+events { worker_connections 512; }
+http {
+  log_format t '$msec $server_port $request_method "$request_uri" $status up=$upstream_status upgrade="$http_upgrade" $body_bytes_sent $request_time';
+  access_log ${prefix}logs/access.log t;
+  client_body_temp_path ${prefix}client_body;
+  proxy_temp_path ${prefix}proxy;
+  fastcgi_temp_path ${prefix}fastcgi;
+  uwsgi_temp_path ${prefix}uwsgi;
+  scgi_temp_path ${prefix}scgi;
+  types { text/html html; application/javascript js; }
+  default_type application/octet-stream;
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+${servers.join('\n')}
+}
+`;
+  const confPath = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(confPath, conf);
+  const child = spawn(bin, ['-e', path.join(dir, 'logs/error.log'), '-c', confPath, '-p', prefix], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.push({ name: 'nginx', child });
+  const log = { lines: [] };
+  drain(child.stdout, log);
+  drain(child.stderr, log);
+  await new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => reject(new Error(`cannot start nginx: ${e.message}`)));
+  });
+  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
+  return { child, confPath, dir, log };
+}
+
+async function stopAll() {
+  for (const close of closers.splice(0)) {
+    try { await close(); } catch (e) { /* ignore */ }
+  }
+  for (const { name, child } of started.splice(0).reverse()) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    const gone = new Promise((r) => child.once('exit', r));
+    try { process.kill(child.pid, 'SIGTERM'); } catch (e) { continue; }
+    const t = deadline(5000, `${name} (pid ${child.pid}) stopping`);
+    try {
+      await Promise.race([gone, t]);
+    } catch (e) {
+      try { process.kill(child.pid, 'SIGKILL'); } catch (e2) { /* gone */ }
+    } finally {
+      t.cancel();
+    }
+  }
+}
+
+// Last resort when the process is exiting synchronously.
+function killAllNow() {
+  for (const { child } of started) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try { process.kill(child.pid, 'SIGKILL'); } catch (e) { /* gone */ }
+    }
+  }
+}
+
+module.exports = { startGateway, startNginx, startPageServer, freePorts, waitForPort, stopAll, killAllNow, deadline };
