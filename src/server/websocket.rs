@@ -1,12 +1,14 @@
 //! The framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`)
 //! WebSocket transports (PROTOCOL.md section 4), over actix-ws.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use tokio::time::Sleep;
 
 use super::shared::SharedSession;
 use super::{text_response, ServiceState, SessionSlot};
@@ -135,6 +137,7 @@ enum End {
 impl Connection {
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
         let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
+        let mut clock = Clock::new();
         let end = loop {
             let shared = self.shared.clone();
             let frame_ready = shared.to_receiver.notified();
@@ -143,7 +146,7 @@ impl Connection {
             frame_ready.as_mut().enable();
             room.as_mut().enable();
 
-            if let Some(end) = self.write_keeping_the_clock().await {
+            if let Some(end) = self.write_keeping_the_clock(&mut clock).await {
                 break end;
             }
             if let Some((messages, bytes)) = waiting_inbound.take() {
@@ -154,9 +157,9 @@ impl Connection {
                 }
             }
             // A WebSocket session drives its own deadlines: no timer task per connection.
-            let deadline = self.shared.core.lock().poll_timeout();
+            clock.arm(self.shared.core.lock().poll_timeout());
             tokio::select! {
-                _ = sleep_until(deadline) => {
+                _ = clock.fired() => {
                     self.shared.handle_timeout();
                 }
                 _ = &mut frame_ready => {}
@@ -176,20 +179,27 @@ impl Connection {
     /// Writes the ready frames while the session's clock keeps running: a
     /// client that stops reading blocks the write, and its send timeout must
     /// still fire.
-    async fn write_keeping_the_clock(&mut self) -> Option<End> {
+    async fn write_keeping_the_clock(&mut self, clock: &mut Clock) -> Option<End> {
         let shared = self.shared.clone();
         let write = self.write_ready_frames();
         tokio::pin!(write);
         loop {
-            let deadline = shared.core.lock().poll_timeout();
+            // While the write waits, the application may queue more and so
+            // bring the send deadline forward: it says so through `to_timer`.
+            let deadline_moved = shared.to_timer.notified();
+            tokio::pin!(deadline_moved);
+            deadline_moved.as_mut().enable();
+            clock.arm(shared.core.lock().poll_timeout());
             tokio::select! {
+                biased;
                 end = &mut write => return end,
-                _ = sleep_until(deadline) => {
+                _ = clock.fired() => {
                     if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
                         log::debug!("a WebSocket client took nothing for the send timeout");
                         return Some(End::Stalled);
                     }
                 }
+                _ = deadline_moved => {}
             }
         }
     }
@@ -346,10 +356,39 @@ impl Connection {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
+/// One timer for the life of a connection, re-armed only when a deadline
+/// comes earlier than the armed one: a later deadline (the heartbeat moves on
+/// with every frame) is picked up when the armed one fires and the session
+/// is asked again. No timer is created or moved per message.
+struct Clock {
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+            armed: None,
+        }
+    }
+
+    fn arm(&mut self, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline {
+            if self.armed.is_none_or(|armed| deadline < armed) {
+                self.sleep.as_mut().reset(deadline.into());
+                self.armed = Some(deadline);
+            }
+        }
+    }
+
+    /// Completes when the armed deadline passes; never if none is armed.
+    async fn fired(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
     }
 }
 
