@@ -30,6 +30,7 @@
 //! }
 //! ```
 
+mod admission;
 mod options;
 pub mod protocol;
 mod server;
@@ -42,7 +43,9 @@ use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::web;
 use futures::FutureExt;
 
-pub use options::{Options, Transports, DEFAULT_SOCKJS_URL};
+pub use admission::{AdmissionRequest, Refusal, SessionData};
+pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
+pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
 pub use protocol::session::{CloseReason, Overflow, SendError};
 pub use session::{ConnectionId, Peer, Session};
@@ -92,6 +95,43 @@ impl SockJs {
         SockJs {
             state: Arc::new(ServiceState::new(prefix, options, handler)),
         }
+    }
+
+    /// Adds an admission check, run on `/info` and on the first request of
+    /// every session (each transport, WebSocket handshakes included) before
+    /// the session exists. It sees the request in full; `Err` refuses it with
+    /// that status and text, `Ok(Some(data))` admits it carrying `data` for
+    /// the application ([`Session::data`]). Call it before cloning the service.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sockjs_gateway::{Options, Refusal, Session, SockJs};
+    ///
+    /// struct User(String);
+    /// let service = SockJs::new("/chat", Options::default(), |session: Session| async move {
+    ///     let name = session.data::<User>().map(|u| u.0.clone());
+    ///     let _ = session.send(format!("hello {name:?}")).await;
+    /// })
+    /// .with_admission(|request| async move {
+    ///     match request.cookie("token") {
+    ///         Some("secret") => Ok(Some(Arc::new(User("ada".into())) as _)),
+    ///         _ => Err(Refusal::new(401, "Log in first.")),
+    ///     }
+    /// });
+    /// # let _ = service;
+    /// ```
+    ///
+    /// # Panics
+    /// If the service was already cloned.
+    pub fn with_admission<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(AdmissionRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<SessionData>, Refusal>> + 'static,
+    {
+        Arc::get_mut(&mut self.state)
+            .expect("with_admission must be called before the service is cloned")
+            .admission = Some(admission::boxed(check));
+        self
     }
 
     /// The prefix this service answers under.

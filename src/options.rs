@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::protocol::client_addr::Cidr;
 use crate::protocol::origin::OriginPolicy;
 use crate::protocol::route::{ReceiverKind, SendKind};
 use crate::protocol::session::{Overflow, SessionConfig};
@@ -50,6 +51,12 @@ pub struct Options {
     /// Keep jsonp-polling on under an origin allow-list. JSONP requests carry
     /// no `Origin`, so by default an allow-list turns that transport off.
     pub jsonp_with_origin_policy: bool,
+    /// Proxies allowed to name the client's address with `X-Forwarded-For`
+    /// or `Forwarded`; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Bind each session to what its first request came with; a later
+    /// request that does not match gets `404`. Off by default.
+    pub bind_session: Option<SessionBinding>,
     /// At most this many live sessions (every transport); new ones beyond it
     /// get `503`. `None`: no cap.
     pub max_sessions: Option<usize>,
@@ -72,6 +79,8 @@ impl Default for Options {
             overflow: Overflow::Close,
             origins: OriginPolicy::default(),
             jsonp_with_origin_policy: false,
+            trusted_proxies: Vec::new(),
+            bind_session: None,
             max_sessions: None,
             peer_headers: [
                 "user-agent",
@@ -115,6 +124,16 @@ impl Options {
             overflow: self.overflow,
         }
     }
+}
+
+/// What a session is bound to (session ids are chosen by clients, so anyone
+/// who learns one could otherwise attach a receiver to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionBinding {
+    /// The client's address (without port), through trusted proxies.
+    ClientIp,
+    /// The value of this cookie.
+    Cookie(String),
 }
 
 /// A switch per transport; all on by default.

@@ -1,10 +1,12 @@
 //! The application's side of a session: the same on every transport.
 
+use std::any::Any;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::admission::SessionData;
 use crate::protocol::session::{CloseReason, InboundEvent, SendError};
 use crate::server::shared::{wait_for, SharedSession};
 
@@ -81,6 +83,12 @@ impl Session {
         wait_for(&self.shared.to_application, || self.close_reason()).await
     }
 
+    /// What the service's admission check attached to this session, if it
+    /// is a `T` (see [`crate::SockJs::with_admission`]).
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.shared.peer.data.as_ref()?.downcast_ref()
+    }
+
     /// What is known about the client.
     pub fn peer(&self) -> &Peer {
         &self.shared.peer
@@ -112,13 +120,27 @@ impl fmt::Display for ConnectionId {
 }
 
 /// What the application may know about the client that opened a session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Peer {
     pub(crate) transport: &'static str,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) path: String,
     pub(crate) query: String,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) data: Option<SessionData>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("transport", &self.transport)
+            .field("remote_addr", &self.remote_addr)
+            .field("client_ip", &self.client_ip)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Peer {
@@ -131,6 +153,12 @@ impl Peer {
     /// The address of the TCP peer (a proxy, if there is one in between).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
+    }
+
+    /// The client's address: the TCP peer's, or the one a trusted proxy
+    /// named (see [`crate::Options::trusted_proxies`]).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
     }
 
     /// A request header from the service's allow-list

@@ -323,3 +323,79 @@ fn a_websocket_client_that_stops_reading_is_closed_after_send_timeout() {
     let mut again = ws_connect(server.port, "/flood/0/w2/websocket", &[]);
     assert_eq!(again.next_frame(), Frame::Open, "the service is unharmed");
 }
+
+#[test]
+fn a_session_bound_to_its_client_address_refuses_other_addresses() {
+    let server = Server::start_with(&["--bind-session", "ip", "--trusted-proxy", "127.0.0.1/32"]);
+    let from = |ip: &str, request: Request| server.request(request.header("X-Forwarded-For", ip));
+    let open = from("198.51.100.1", Request::post("/echo/000/b1/xhr", b""));
+    assert_eq!(open.text(), "o\n");
+    let stranger = from(
+        "198.51.100.2",
+        Request::post("/echo/000/b1/xhr_send", br#"["intruder"]"#),
+    );
+    assert_eq!(stranger.status, 404);
+    let stranger = from("198.51.100.2", Request::post("/echo/000/b1/xhr", b""));
+    assert_eq!(
+        stranger.status, 404,
+        "no receiver for another address either"
+    );
+    let owner = from(
+        "198.51.100.1",
+        Request::post("/echo/000/b1/xhr_send", br#"["mine"]"#),
+    );
+    assert_eq!(owner.status, 204);
+    let poll = from("198.51.100.1", Request::post("/echo/000/b1/xhr", b""));
+    assert_eq!(
+        poll.text(),
+        "a[\"mine\"]\n",
+        "nothing of the intruder's arrived"
+    );
+}
+
+#[test]
+fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let server = Server::start_with(&["--bind-session", "ip"]);
+    // Not a trusted proxy: X-Forwarded-For is ignored, so both are 127.0.0.1.
+    let open = server
+        .request(Request::post("/echo/000/b2/xhr", b"").header("X-Forwarded-For", "198.51.100.1"));
+    assert_eq!(open.text(), "o\n");
+    let send = server.request(
+        Request::post("/echo/000/b2/xhr_send", br#"["x"]"#)
+            .header("X-Forwarded-For", "203.0.113.50"),
+    );
+    assert_eq!(send.status, 204);
+}
+
+#[test]
+fn a_session_bound_to_a_cookie_refuses_other_cookies() {
+    let server = Server::start_with(&["--bind-session", "cookie:token"]);
+    let with = |token: &str, request: Request| {
+        server.request(request.header("Cookie", &format!("a=1; token={token}")))
+    };
+    assert_eq!(
+        with("alice", Request::post("/echo/000/c1/xhr", b"")).text(),
+        "o\n"
+    );
+    assert_eq!(
+        with(
+            "mallory",
+            Request::post("/echo/000/c1/xhr_send", br#"["x"]"#)
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        server.post("/echo/000/c1/xhr_send", br#"["x"]"#).status,
+        404,
+        "no cookie at all"
+    );
+    assert_eq!(
+        with("alice", Request::post("/echo/000/c1/xhr_send", br#"["y"]"#)).status,
+        204
+    );
+    assert_eq!(
+        with("alice", Request::post("/echo/000/c1/xhr", b"")).text(),
+        "a[\"y\"]\n"
+    );
+}

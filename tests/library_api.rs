@@ -455,3 +455,50 @@ fn two_services_in_one_app_keep_their_sessions_apart() {
         Frame::Messages(vec!["for b".into()])
     );
 }
+
+struct User(String);
+
+#[test]
+fn the_admission_check_refuses_before_any_session_and_carries_data_into_admitted_ones() {
+    let (tx, rx) = mpsc::channel();
+    let service = SockJs::new("/private", Options::default(), move |session: Session| {
+        let report = tx.clone();
+        async move {
+            let user = session.data::<User>().map(|u| u.0.clone());
+            let _ = report.send(format!("{user:?}"));
+        }
+    })
+    .with_admission(|request: sockjs_gateway::AdmissionRequest| async move {
+        match request.cookie("token") {
+            Some("secret") => Ok(Some(
+                std::sync::Arc::new(User("ada".into())) as sockjs_gateway::SessionData
+            )),
+            _ => Err(sockjs_gateway::Refusal::new(401, "Log in first.")),
+        }
+    });
+    let server = InProcess::start(vec![service]);
+    let refused = Conn::open(server.port).request(&Request::get("/private/info"));
+    assert_eq!(
+        (refused.status, refused.text()),
+        (401, "Log in first.".to_owned())
+    );
+    let refused = server.post("/private/0/s/xhr", b"");
+    assert_eq!(refused.status, 401);
+    let refused = server.post("/private/0/s/xhr_send", br#"["x"]"#);
+    assert_eq!(refused.status, 404, "no session was created");
+    let mut conn = Conn::open(server.port);
+    let refused = conn.request(&support::ws_request("/private/0/w/websocket", &[]));
+    assert_eq!(refused.status, 401);
+
+    let admitted = Conn::open(server.port)
+        .request(&Request::post("/private/0/s/xhr", b"").header("Cookie", "token=secret"));
+    assert_eq!(admitted.text(), "o\n");
+    assert_eq!(next(&rx), r#"Some("ada")"#);
+    let mut ws = ws_connect(
+        server.port,
+        "/private/0/w/websocket",
+        &[("Cookie", "token=secret")],
+    );
+    assert_eq!(ws.next_frame(), Frame::Open);
+    assert_eq!(next(&rx), r#"Some("ada")"#);
+}

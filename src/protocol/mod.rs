@@ -2,6 +2,7 @@
 //! session state machine. Nothing here knows actix, tokio or sockets; time
 //! comes in as an argument and decisions come out as values.
 
+pub mod client_addr;
 pub mod frame;
 pub mod inbound;
 pub mod origin;

@@ -51,7 +51,7 @@ pub fn set_jsessionid(headers: &mut HeaderMap, req: &HttpRequest) {
     }
 }
 
-fn request_cookie(req: &HttpRequest, name: &str) -> Option<String> {
+pub fn request_cookie(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|value| value.to_str().ok())

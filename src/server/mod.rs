@@ -10,6 +10,7 @@ pub(crate) mod shared;
 mod websocket;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -19,12 +20,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
-use crate::options::Options;
+use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
+use crate::options::{Options, SessionBinding};
+use crate::protocol::client_addr;
 use crate::protocol::route::{self, Method, Route, RouteError, SessionEndpoint};
 use crate::protocol::session::SessionConfig;
 use crate::session::{Peer, Session};
 use registry::Registry;
-use shared::SharedSession;
+use shared::{BindingKey, SharedSession};
 
 pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
@@ -39,6 +42,7 @@ pub(crate) struct ServiceState {
     /// Set once the server is shutting down: new sessions are refused.
     pub shutting_down: AtomicBool,
     pub handler: Handler,
+    pub admission: Option<AdmissionCheck>,
     pub iframe: pages::IframePage,
 }
 
@@ -53,6 +57,7 @@ impl ServiceState {
             live: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             handler,
+            admission: None,
         }
     }
 
@@ -130,18 +135,79 @@ impl ServiceState {
             .count()
     }
 
-    fn new_session(&self, req: &HttpRequest, transport: &'static str) -> Arc<SharedSession> {
-        SharedSession::new(self.session_config.clone(), self.peer(req, transport))
-    }
-
-    fn peer(&self, req: &HttpRequest, transport: &'static str) -> Peer {
-        Peer {
+    fn new_session(
+        &self,
+        req: &HttpRequest,
+        transport: &'static str,
+        data: Option<SessionData>,
+    ) -> Arc<SharedSession> {
+        let peer = Peer {
             transport,
             remote_addr: req.peer_addr(),
             headers: allowed_headers(req.headers(), &self.options.peer_headers),
             path: self.prefix.clone(),
             query: req.query_string().to_owned(),
+            client_ip: self.client_ip(req),
+            data,
+        };
+        SharedSession::new(self.session_config.clone(), peer, self.binding_key(req))
+    }
+
+    /// The client's address, through the trusted proxies.
+    fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let peer = req.peer_addr()?.ip();
+        Some(client_addr::client_ip(
+            peer,
+            &self.options.trusted_proxies,
+            header(header::HeaderName::from_static("x-forwarded-for")),
+            header(header::FORWARDED),
+        ))
+    }
+
+    fn binding_key(&self, req: &HttpRequest) -> Option<BindingKey> {
+        Some(match self.options.bind_session.as_ref()? {
+            SessionBinding::ClientIp => BindingKey::ClientIp(self.client_ip(req)),
+            SessionBinding::Cookie(name) => BindingKey::Cookie(headers::request_cookie(req, name)),
+        })
+    }
+
+    /// Whether `req` may act on `session` (always, unless sessions are bound).
+    fn may_use(&self, session: &SharedSession, req: &HttpRequest) -> bool {
+        let allowed = session.bound_to == self.binding_key(req);
+        if !allowed {
+            log::debug!(
+                "{}: request does not match its session's binding",
+                req.path()
+            );
         }
+        allowed
+    }
+
+    /// Runs the admission check, if the service has one.
+    async fn admit_request(&self, req: &HttpRequest) -> Result<Option<SessionData>, HttpResponse> {
+        let Some(check) = &self.admission else {
+            return Ok(None);
+        };
+        let request = AdmissionRequest {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            query: req.query_string().to_owned(),
+            headers: req.headers().clone(),
+            peer_addr: req.peer_addr(),
+            client_ip: self.client_ip(req),
+        };
+        check(request).await.map_err(|refusal| {
+            log::debug!(
+                "{}: refused by the admission check: {}",
+                req.path(),
+                refusal.text
+            );
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+            HttpResponse::build(status)
+                .content_type(headers::TEXT_PLAIN)
+                .body(refusal.text)
+        })
     }
 }
 
@@ -217,7 +283,10 @@ pub(crate) async fn dispatch(
     };
     match route {
         Route::Greeting => pages::greeting(),
-        Route::Info => pages::info(&req, &state.options),
+        Route::Info => match state.admit_request(&req).await {
+            Ok(_) => pages::info(&req, &state.options),
+            Err(refusal) => refusal,
+        },
         Route::InfoPreflight => pages::preflight(&req, "OPTIONS, GET"),
         Route::Iframe => state.iframe.respond(&req),
         Route::RawWebsocket if transports.websocket => websocket::raw(&req, payload, &state).await,
@@ -230,7 +299,7 @@ pub(crate) async fn dispatch(
                     websocket::framed(&req, payload, &state).await
                 }
                 SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
-                    receiver::respond(&req, &state, session_id, kind)
+                    receiver::respond(&req, &state, session_id, kind).await
                 }
                 SessionEndpoint::Send(kind) if options.send_enabled(kind) => {
                     send::respond(&req, payload, &state, session_id, kind).await

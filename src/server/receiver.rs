@@ -17,7 +17,7 @@ use crate::protocol::route::ReceiverKind;
 use crate::protocol::session::{Attach, Detach, ReceiverId, ReceiverMode};
 use crate::protocol::wrap::{check_callback, Wrapping};
 
-pub fn respond(
+pub async fn respond(
     req: &HttpRequest,
     state: &Arc<ServiceState>,
     session_id: &str,
@@ -30,17 +30,33 @@ pub fn respond(
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, text);
         }
     };
-    let mut slot = None;
-    let Some((shared, created)) = state.registry.get_or_create(session_id, || {
-        let shared = state.new_session(req, transport_name(kind));
-        slot = state.admit(&shared);
-        slot.is_some().then_some(shared)
-    }) else {
-        return state.refuse_new_session();
+    let shared = match state.registry.get(session_id) {
+        Some(existing) if state.may_use(&existing, req) => existing,
+        Some(_) => return text_response(StatusCode::NOT_FOUND, "Session not found."),
+        None => {
+            let data = match state.admit_request(req).await {
+                Ok(data) => data,
+                Err(refusal) => return refusal,
+            };
+            let mut slot = None;
+            let Some((shared, created)) = state.registry.get_or_create(session_id, || {
+                let shared = state.new_session(req, transport_name(kind), data);
+                slot = state.admit(&shared);
+                slot.is_some().then_some(shared)
+            }) else {
+                return state.refuse_new_session();
+            };
+            match (created, slot) {
+                (true, Some(slot)) => state.start_registered(&shared, session_id, slot),
+                // Another request created it meanwhile.
+                _ if !state.may_use(&shared, req) => {
+                    return text_response(StatusCode::NOT_FOUND, "Session not found.")
+                }
+                _ => {}
+            }
+            shared
+        }
     };
-    if let (true, Some(slot)) = (created, slot) {
-        state.start_registered(&shared, session_id, slot);
-    }
     let attach = shared
         .core
         .lock()

@@ -51,7 +51,11 @@ async fn deliver(
     kind: SendKind,
 ) -> Result<(), Refusal> {
     const SESSION_NOT_FOUND: Refusal = (StatusCode::NOT_FOUND, "Session not found.");
-    let shared = state.registry.get(session_id).ok_or(SESSION_NOT_FOUND)?;
+    let shared = state
+        .registry
+        .get(session_id)
+        .filter(|session| state.may_use(session, req))
+        .ok_or(SESSION_NOT_FOUND)?;
     let body = read_body(payload, state.options.max_message_bytes)
         .await
         .map_err(refused)?;

@@ -29,12 +29,21 @@ pub(crate) struct SharedSession {
     pub to_timer: Notify,
     pub peer: Peer,
     pub connection_id: u64,
+    /// What later requests must match (`Options::bind_session`).
+    pub bound_to: Option<BindingKey>,
+}
+
+/// What a session's first request came with, when sessions are bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindingKey {
+    ClientIp(Option<std::net::IpAddr>),
+    Cookie(Option<String>),
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl SharedSession {
-    pub fn new(config: SessionConfig, peer: Peer) -> Arc<Self> {
+    pub fn new(config: SessionConfig, peer: Peer, bound_to: Option<BindingKey>) -> Arc<Self> {
         Arc::new(SharedSession {
             core: Mutex::new(ProtocolSession::new(config, Instant::now())),
             to_receiver: Notify::new(),
@@ -44,6 +53,7 @@ impl SharedSession {
             to_timer: Notify::new(),
             peer,
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            bound_to,
         })
     }
 

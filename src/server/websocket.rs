@@ -32,7 +32,7 @@ pub async fn framed(
     payload: web::Payload,
     state: &Arc<ServiceState>,
 ) -> HttpResponse {
-    open(req, payload, state, Framing::Sockjs)
+    open(req, payload, state, Framing::Sockjs).await
 }
 
 pub async fn raw(
@@ -40,10 +40,10 @@ pub async fn raw(
     payload: web::Payload,
     state: &Arc<ServiceState>,
 ) -> HttpResponse {
-    open(req, payload, state, Framing::Raw)
+    open(req, payload, state, Framing::Raw).await
 }
 
-fn open(
+async fn open(
     req: &HttpRequest,
     payload: web::Payload,
     state: &Arc<ServiceState>,
@@ -57,7 +57,11 @@ fn open(
         Framing::Sockjs => "websocket",
         Framing::Raw => "websocket-raw",
     };
-    let shared = state.new_session(req, transport);
+    let data = match state.admit_request(req).await {
+        Ok(data) => data,
+        Err(refusal) => return refusal,
+    };
+    let shared = state.new_session(req, transport, data);
     let Some(slot) = state.admit(&shared) else {
         return state.refuse_new_session();
     };

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use sockjs_gateway::Overflow;
+use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 
 /// A SockJS server and gateway. With no flags it serves the conventional
 /// SockJS test services (/echo, /disabled_websocket_echo, /cookie_needed_echo,
@@ -57,6 +57,17 @@ pub struct Cli {
     #[arg(long)]
     pub allow_jsonp: bool,
 
+    /// Bind each session to its first request's client address (`ip`) or to a
+    /// cookie (`cookie` for JSESSIONID, `cookie:NAME` for another); a later
+    /// request that does not match gets 404. Off by default.
+    #[arg(long, value_name = "ip|cookie[:NAME]", value_parser = parse_binding)]
+    pub bind_session: Option<SessionBinding>,
+
+    /// A proxy (address or CIDR block) allowed to name the client's address
+    /// with X-Forwarded-For or Forwarded; repeatable. Others cannot.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// At most this many live sessions per service; new ones beyond get 503.
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
@@ -96,6 +107,15 @@ fn parse_overflow(text: &str) -> Result<Overflow, String> {
         "close" => Ok(Overflow::Close),
         "drop-oldest" => Ok(Overflow::DropOldest),
         _ => Err("the overflow policy is `close` or `drop-oldest`".to_owned()),
+    }
+}
+
+fn parse_binding(text: &str) -> Result<SessionBinding, String> {
+    match text.split_once(':') {
+        None if text == "ip" => Ok(SessionBinding::ClientIp),
+        None if text == "cookie" => Ok(SessionBinding::Cookie("JSESSIONID".to_owned())),
+        Some(("cookie", name)) if !name.is_empty() => Ok(SessionBinding::Cookie(name.to_owned())),
+        _ => Err("bind sessions to `ip`, `cookie` or `cookie:NAME`".to_owned()),
     }
 }
 

@@ -25,6 +25,8 @@ async fn main() -> std::io::Result<()> {
         max_sessions: cli.max_sessions,
         origins: OriginPolicy::allow_only(&cli.allowed_origins),
         jsonp_with_origin_policy: cli.allow_jsonp,
+        bind_session: cli.bind_session.clone(),
+        trusted_proxies: cli.trusted_proxies.clone(),
         ..Options::default()
     };
     let services = services::all(&options);
