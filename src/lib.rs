@@ -31,6 +31,7 @@
 //! ```
 
 mod admission;
+mod metrics;
 mod options;
 pub mod protocol;
 mod server;
@@ -44,6 +45,7 @@ use actix_web::web;
 use futures::FutureExt;
 
 pub use admission::{AdmissionRequest, Refusal, SessionData};
+pub use metrics::Metrics;
 pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
 pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
@@ -131,6 +133,25 @@ impl SockJs {
         Arc::get_mut(&mut self.state)
             .expect("with_admission must be called before the service is cloned")
             .admission = Some(admission::boxed(check));
+        self
+    }
+
+    /// Counts this service's sessions, messages and bytes in `metrics`
+    /// (which [`Metrics::render`] shows in Prometheus form). Call it before
+    /// cloning the service.
+    ///
+    /// # Panics
+    /// If the service was already cloned.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        let state = Arc::get_mut(&mut self.state)
+            .expect("with_metrics must be called before the service is cloned");
+        state.metrics = Arc::new(metrics.for_service(&state.prefix));
+        let weak = Arc::downgrade(&self.state);
+        metrics.on_scrape(move || {
+            if let Some(state) = weak.upgrade() {
+                state.metrics.queued_bytes.set(state.queued_bytes() as i64);
+            }
+        });
         self
     }
 

@@ -51,11 +51,13 @@ impl Session {
     fn offer(&self, message: &mut Option<String>) -> Option<Result<(), SendError>> {
         let mut core = self.shared.core.lock();
         let len = message.as_ref().map_or(0, String::len);
+        let dropped_before = core.dropped_messages();
         let result = match core.check_outgoing_room(len) {
             Err(SendError::Full) => return None,
             Err(error) => Err(error),
             Ok(()) => core.send(message.take()?, Instant::now()),
         };
+        let dropped = core.dropped_messages() - dropped_before;
         let wake_timer = core.take_deadline_moved_earlier();
         drop(core);
         if result.is_ok() {
@@ -63,6 +65,9 @@ impl Session {
         }
         if wake_timer {
             self.shared.to_timer.notify_waiters();
+        }
+        if dropped > 0 {
+            self.shared.metrics.dropped.inc_by(dropped);
         }
         Some(result)
     }

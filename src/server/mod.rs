@@ -21,6 +21,7 @@ use futures::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
 use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
+use crate::metrics::{Metrics, ServiceMetrics};
 use crate::options::{Options, SessionBinding};
 use crate::protocol::client_addr;
 use crate::protocol::route::{self, Method, Route, RouteError, SessionEndpoint};
@@ -43,13 +44,14 @@ pub(crate) struct ServiceState {
     pub shutting_down: AtomicBool,
     pub handler: Handler,
     pub admission: Option<AdmissionCheck>,
+    pub metrics: Arc<ServiceMetrics>,
     pub iframe: pages::IframePage,
 }
 
 impl ServiceState {
     pub fn new(prefix: String, options: Options, handler: Handler) -> Self {
         ServiceState {
-            prefix,
+            prefix: prefix.clone(),
             session_config: options.session_config(),
             iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
             options,
@@ -58,6 +60,7 @@ impl ServiceState {
             shutting_down: AtomicBool::new(false),
             handler,
             admission: None,
+            metrics: Arc::new(Metrics::default().for_service(&prefix)),
         }
     }
 
@@ -96,9 +99,10 @@ impl ServiceState {
             return None;
         }
         live.insert(shared.connection_id, Arc::downgrade(shared));
+        self.metrics.session_opened(shared.peer.transport());
         Some(SessionSlot {
             state: self.clone(),
-            connection_id: shared.connection_id,
+            session: shared.clone(),
         })
     }
 
@@ -127,6 +131,14 @@ impl ServiceState {
         }
     }
 
+    /// Bytes queued for clients over every live session.
+    pub fn queued_bytes(&self) -> usize {
+        self.live_sessions()
+            .iter()
+            .map(|s| s.core.lock().queued_bytes())
+            .sum()
+    }
+
     /// Live sessions with a receiver attached, i.e. with frames still to flush.
     pub fn attached_receivers(&self) -> usize {
         self.live_sessions()
@@ -150,7 +162,12 @@ impl ServiceState {
             client_ip: self.client_ip(req),
             data,
         };
-        SharedSession::new(self.session_config.clone(), peer, self.binding_key(req))
+        SharedSession::new(
+            self.session_config.clone(),
+            peer,
+            self.binding_key(req),
+            self.metrics.clone(),
+        )
     }
 
     /// The client's address, through the trusted proxies.
@@ -214,12 +231,16 @@ impl ServiceState {
 /// One session's place among the live ones, given back when dropped.
 pub(crate) struct SessionSlot {
     state: Arc<ServiceState>,
-    connection_id: u64,
+    session: Arc<SharedSession>,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.state.live.lock().remove(&self.connection_id);
+        self.state.live.lock().remove(&self.session.connection_id);
+        let reason = self.session.core.lock().close_reason().cloned();
+        self.state
+            .metrics
+            .session_closed(self.session.peer.transport(), reason.as_ref());
     }
 }
 
@@ -283,10 +304,15 @@ pub(crate) async fn dispatch(
     };
     match route {
         Route::Greeting => pages::greeting(),
-        Route::Info => match state.admit_request(&req).await {
-            Ok(_) => pages::info(&req, &state.options),
-            Err(refusal) => refusal,
-        },
+        Route::Info => {
+            let started = std::time::Instant::now();
+            let response = match state.admit_request(&req).await {
+                Ok(_) => pages::info(&req, &state.options),
+                Err(refusal) => refusal,
+            };
+            state.metrics.info_answered(started.elapsed().as_secs_f64());
+            response
+        }
         Route::InfoPreflight => pages::preflight(&req, "OPTIONS, GET"),
         Route::Iframe => state.iframe.respond(&req),
         Route::RawWebsocket if transports.websocket => websocket::raw(&req, payload, &state).await,

@@ -218,7 +218,8 @@ impl AttachedReceiver {
             shared.core.lock().poll_delivery(id, Instant::now())
         })
         .await;
-        if matches!(delivery.frame, Frame::Messages(_)) {
+        if let Frame::Messages(messages) = &delivery.frame {
+            shared.metrics.messages_out(messages);
             shared.outgoing_room.notify_waiters();
         }
         if delivery.end {

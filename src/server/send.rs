@@ -72,7 +72,9 @@ async fn deliver(
         let mut core = shared.core.lock();
         match core.check_inbound_room(bytes) {
             Ok(()) => {
-                core.handle_inbound(messages.take().unwrap_or_default());
+                let messages = messages.take().unwrap_or_default();
+                shared.metrics.messages_in(&messages);
+                core.handle_inbound(messages);
                 Some(Ok(()))
             }
             Err(InboundRefusal::Full) => None,

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::metrics::ServiceMetrics;
 use crate::protocol::session::{Session as ProtocolSession, SessionConfig, TimeoutOutcome};
 use crate::session::Peer;
 
@@ -31,6 +32,7 @@ pub(crate) struct SharedSession {
     pub connection_id: u64,
     /// What later requests must match (`Options::bind_session`).
     pub bound_to: Option<BindingKey>,
+    pub metrics: Arc<ServiceMetrics>,
 }
 
 /// What a session's first request came with, when sessions are bound.
@@ -43,7 +45,12 @@ pub(crate) enum BindingKey {
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl SharedSession {
-    pub fn new(config: SessionConfig, peer: Peer, bound_to: Option<BindingKey>) -> Arc<Self> {
+    pub fn new(
+        config: SessionConfig,
+        peer: Peer,
+        bound_to: Option<BindingKey>,
+        metrics: Arc<ServiceMetrics>,
+    ) -> Arc<Self> {
         Arc::new(SharedSession {
             core: Mutex::new(ProtocolSession::new(config, Instant::now())),
             to_receiver: Notify::new(),
@@ -54,6 +61,7 @@ impl SharedSession {
             peer,
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             bound_to,
+            metrics,
         })
     }
 

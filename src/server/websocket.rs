@@ -216,7 +216,8 @@ impl Connection {
                 .core
                 .lock()
                 .poll_delivery(self.id, Instant::now())?;
-            if matches!(delivery.frame, Frame::Messages(_)) {
+            if let Frame::Messages(messages) = &delivery.frame {
+                self.shared.metrics.messages_out(messages);
                 self.shared.outgoing_room.notify_waiters();
             }
             if let Err(actix_ws::Closed) = self.write(&delivery.frame).await {
@@ -239,6 +240,7 @@ impl Connection {
             (Framing::Raw, Frame::Heartbeat) => {
                 if self.awaiting_pong {
                     log::debug!("raw WebSocket peer missed its pong; closing");
+                    self.shared.metrics.heartbeat_timeouts.inc();
                     return Err(actix_ws::Closed);
                 }
                 self.awaiting_pong = true;
@@ -327,6 +329,7 @@ impl Connection {
         let mut core = self.shared.core.lock();
         match core.check_inbound_room(bytes) {
             Ok(()) => {
+                self.shared.metrics.messages_in(&messages);
                 core.handle_inbound(messages);
                 drop(core);
                 self.shared.to_application.notify_waiters();

@@ -77,6 +77,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz
+    /// (200 while accepting, 503 while shutting down) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -1,13 +1,15 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
 mod cli;
+mod observability;
 mod services;
 
 use std::time::Duration;
 
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
-use sockjs_gateway::{Options, OriginPolicy};
+use sockjs_gateway::{Metrics, Options, OriginPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[actix_web::main]
@@ -29,12 +31,25 @@ async fn main() -> std::io::Result<()> {
         trusted_proxies: cli.trusted_proxies.clone(),
         ..Options::default()
     };
-    let services = services::all(&options);
+    let metrics = Metrics::new();
+    let health = observability::Health::default();
+    let services = services::all(&options, &metrics);
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
     let services_to_stop = services.clone();
 
+    let response_metrics = metrics.clone();
     let mut server = HttpServer::new(move || {
+        let response_metrics = response_metrics.clone();
         let mut app = App::new()
+            .wrap_fn(move |request, service| {
+                let response = service.call(request);
+                let metrics = response_metrics.clone();
+                async move {
+                    let response = response.await?;
+                    metrics.count_response(response.status().as_u16());
+                    Ok(response)
+                }
+            })
             .service(sockjs_gateway::client_library())
             .route("/", web::get().to(demo_page));
         for service in &services {
@@ -66,16 +81,30 @@ async fn main() -> std::io::Result<()> {
     );
     let server = server.run();
     let handle = server.handle();
+    let metrics_server = match cli.metrics {
+        Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),
+        None => None,
+    };
+    let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     let shutdown_timeout = cli.shutdown_timeout;
     actix_rt::spawn(async move {
         let signal = stop_signal().await;
         log::info!("{signal}: closing every session (within {shutdown_timeout:?}), then stopping");
+        health.shutting_down();
         handle.pause().await;
         let sessions_time = shutdown_timeout.saturating_sub(Duration::from_secs(1));
         futures::future::join_all(services_to_stop.iter().map(|s| s.shutdown(sessions_time))).await;
         handle.stop(true).await;
+        if let Some(metrics) = metrics_handle {
+            metrics.stop(true).await;
+        }
     });
-    server.await
+    match metrics_server {
+        Some(metrics_server) => futures::future::try_join(server, metrics_server)
+            .await
+            .map(drop),
+        None => server.await,
+    }
 }
 
 /// A page to try every service and transport by hand.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sockjs_gateway::{ConnectionId, Options, SendError, Session, SockJs};
+use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
-pub fn all(base: &Options) -> Vec<SockJs> {
+pub fn all(base: &Options, metrics: &Metrics) -> Vec<SockJs> {
     let mut disabled_websocket = base.clone();
     disabled_websocket.transports.websocket = false;
     let cookie_needed = Options {
@@ -27,6 +27,9 @@ pub fn all(base: &Options) -> Vec<SockJs> {
         SockJs::new("/amplify", base.clone(), amplify),
         broadcast(base.clone()),
     ]
+    .into_iter()
+    .map(|service| service.with_metrics(metrics))
+    .collect()
 }
 
 async fn echo(session: Session) {

@@ -1,0 +1,299 @@
+//! Counters and gauges in Prometheus form, through `prometheus-client`.
+//! Every per-message figure is a pre-resolved counter: one atomic add.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::protocol::session::CloseReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    service: String,
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    service: String,
+    reason: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    service: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+/// The gateway's metrics. Cheap to clone; every clone shares the registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Families>,
+}
+
+struct Families {
+    registry: Mutex<Registry>,
+    sessions_open: Family<TransportLabels, Gauge>,
+    sessions_opened: Family<TransportLabels, Counter>,
+    sessions_closed: Family<CloseLabels, Counter>,
+    messages: Family<DirectionLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    queued_bytes: Family<ServiceLabels, Gauge>,
+    dropped: Family<ServiceLabels, Counter>,
+    heartbeat_timeouts: Family<ServiceLabels, Counter>,
+    info_latency: Family<ServiceLabels, Histogram>,
+    http_responses: Family<StatusLabels, Counter>,
+    resident_memory: Gauge,
+    /// Figures read at scrape time (queue depth), one per service.
+    scrape_hooks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let families = Families {
+            registry: Mutex::new(Registry::default()),
+            sessions_open: Family::default(),
+            sessions_opened: Family::default(),
+            sessions_closed: Family::default(),
+            messages: Family::default(),
+            bytes: Family::default(),
+            queued_bytes: Family::default(),
+            dropped: Family::default(),
+            heartbeat_timeouts: Family::default(),
+            info_latency: Family::new_with_constructor(info_latency_constructor),
+            http_responses: Family::default(),
+            resident_memory: Gauge::default(),
+            scrape_hooks: Mutex::new(Vec::new()),
+        };
+        {
+            let mut r = families.registry.lock();
+            let f = &families;
+            r.register(
+                "sockjs_sessions_open",
+                "Sessions open now",
+                f.sessions_open.clone(),
+            );
+            r.register(
+                "sockjs_sessions_opened",
+                "Sessions opened",
+                f.sessions_opened.clone(),
+            );
+            r.register(
+                "sockjs_sessions_closed",
+                "Sessions closed, by why and close code",
+                f.sessions_closed.clone(),
+            );
+            r.register(
+                "sockjs_messages",
+                "Application messages, in (from clients) and out",
+                f.messages.clone(),
+            );
+            r.register(
+                "sockjs_bytes",
+                "Application message bytes, in and out",
+                f.bytes.clone(),
+            );
+            r.register(
+                "sockjs_outgoing_queue_bytes",
+                "Bytes queued for clients, all sessions",
+                f.queued_bytes.clone(),
+            );
+            r.register(
+                "sockjs_dropped_messages",
+                "Messages dropped by --overflow drop-oldest",
+                f.dropped.clone(),
+            );
+            r.register(
+                "sockjs_heartbeat_timeouts",
+                "Raw WebSocket peers that missed their pong",
+                f.heartbeat_timeouts.clone(),
+            );
+            r.register(
+                "sockjs_info_latency_seconds",
+                "Time to answer /info",
+                f.info_latency.clone(),
+            );
+            r.register(
+                "sockjs_http_responses",
+                "HTTP responses, by status",
+                f.http_responses.clone(),
+            );
+            r.register(
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+                f.resident_memory.clone(),
+            );
+        }
+        Metrics {
+            inner: Arc::new(families),
+        }
+    }
+}
+
+fn info_latency_constructor() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Prometheus text exposition of every metric, read now.
+    pub fn render(&self) -> String {
+        for hook in self.inner.scrape_hooks.lock().iter() {
+            hook();
+        }
+        if let Some(rss) = resident_memory_bytes() {
+            self.inner.resident_memory.set(rss as i64);
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.inner.registry.lock());
+        out
+    }
+
+    /// Counts one HTTP response by status (for a middleware).
+    pub fn count_response(&self, status: u16) {
+        self.inner
+            .http_responses
+            .get_or_create(&StatusLabels {
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn for_service(&self, service: &str) -> ServiceMetrics {
+        let direction = |direction: &str| DirectionLabels {
+            service: service.to_owned(),
+            direction: direction.to_owned(),
+        };
+        let labels = ServiceLabels {
+            service: service.to_owned(),
+        };
+        let f = &self.inner;
+        // One statement each: a family's read guard must be gone before the
+        // next `get_or_create` may need its write lock.
+        let messages_in = f.messages.get_or_create(&direction("in")).clone();
+        let messages_out = f.messages.get_or_create(&direction("out")).clone();
+        let bytes_in = f.bytes.get_or_create(&direction("in")).clone();
+        let bytes_out = f.bytes.get_or_create(&direction("out")).clone();
+        let dropped = f.dropped.get_or_create(&labels).clone();
+        let heartbeat_timeouts = f.heartbeat_timeouts.get_or_create(&labels).clone();
+        let queued_bytes = f.queued_bytes.get_or_create(&labels).clone();
+        ServiceMetrics {
+            metrics: self.clone(),
+            service: service.to_owned(),
+            messages_in,
+            messages_out,
+            bytes_in,
+            bytes_out,
+            dropped,
+            heartbeat_timeouts,
+            queued_bytes,
+        }
+    }
+
+    pub(crate) fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.inner.scrape_hooks.lock().push(Box::new(hook));
+    }
+}
+
+/// One service's handles: the hot-path figures are plain atomic counters.
+#[derive(Clone)]
+pub(crate) struct ServiceMetrics {
+    metrics: Metrics,
+    service: String,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub dropped: Counter,
+    pub heartbeat_timeouts: Counter,
+    pub queued_bytes: Gauge,
+}
+
+impl ServiceMetrics {
+    fn transport(&self, transport: &str) -> TransportLabels {
+        TransportLabels {
+            service: self.service.clone(),
+            transport: transport.to_owned(),
+        }
+    }
+
+    pub fn session_opened(&self, transport: &str) {
+        let labels = self.transport(transport);
+        let f = &self.metrics.inner;
+        f.sessions_opened.get_or_create(&labels).inc();
+        f.sessions_open.get_or_create(&labels).inc();
+    }
+
+    pub fn session_closed(&self, transport: &str, reason: Option<&CloseReason>) {
+        let f = &self.metrics.inner;
+        f.sessions_open
+            .get_or_create(&self.transport(transport))
+            .dec();
+        let (reason, code) = match reason {
+            Some(CloseReason::Application { code, .. }) => ("application", code.to_string()),
+            Some(CloseReason::Client { code, .. }) => ("client", code.to_string()),
+            Some(CloseReason::Interrupted) => ("interrupted", "1002".to_owned()),
+            Some(CloseReason::Timeout) => ("timeout", String::new()),
+            Some(CloseReason::SendTimeout) => ("send_timeout", "4008".to_owned()),
+            None => ("unknown", String::new()),
+        };
+        f.sessions_closed
+            .get_or_create(&CloseLabels {
+                service: self.service.clone(),
+                reason: reason.to_owned(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn info_answered(&self, seconds: f64) {
+        self.metrics
+            .inner
+            .info_latency
+            .get_or_create(&ServiceLabels {
+                service: self.service.clone(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn messages_in(&self, messages: &[String]) {
+        self.messages_in.inc_by(messages.len() as u64);
+        self.bytes_in
+            .inc_by(messages.iter().map(|m| m.len() as u64).sum());
+    }
+
+    pub fn messages_out(&self, messages: &[String]) {
+        self.messages_out.inc_by(messages.len() as u64);
+        self.bytes_out
+            .inc_by(messages.iter().map(|m| m.len() as u64).sum());
+    }
+}
+
+/// VmRSS from /proc/self/status, where there is one.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
