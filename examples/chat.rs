@@ -43,6 +43,7 @@ async fn main() -> std::io::Result<()> {
             .route("/", web::get().to(page))
     })
     .h1_allow_half_closed(false)
+    .tcp_nodelay(true)
     .bind("127.0.0.1:8080")?
     .run()
     .await

@@ -15,6 +15,7 @@ async fn main() -> std::io::Result<()> {
     });
     HttpServer::new(move || App::new().service(echo.clone()))
         .h1_allow_half_closed(false)
+        .tcp_nodelay(true)
         .bind("127.0.0.1:8080")?
         .run()
         .await

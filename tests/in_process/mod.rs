@@ -31,6 +31,7 @@ impl InProcess {
                 })
                 .workers(1)
                 .h1_allow_half_closed(false)
+                .tcp_nodelay(true)
                 .bind("127.0.0.1:0")
                 .expect("bind");
                 let port = server.addrs()[0].port();

@@ -60,6 +60,9 @@ async fn main() -> std::io::Result<()> {
     // Without this, actix keeps a response going after the client closed its
     // side, and a dropped long-poll would hold its session until a heartbeat.
     .h1_allow_half_closed(false)
+    // Frames are small and written one by one: Nagle's algorithm would hold
+    // each behind the client's delayed ACK (40 ms per polling round trip).
+    .tcp_nodelay(true)
     // Signals are ours: sessions get their close frames before actix stops.
     .disable_signals()
     .shutdown_timeout(1);
