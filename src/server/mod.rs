@@ -10,6 +10,7 @@ pub(crate) mod shared;
 mod websocket;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -64,30 +65,30 @@ impl ServiceState {
         }
     }
 
-    /// Starts the application handler of a new session.
-    fn start_application(&self, shared: &Arc<SharedSession>) {
-        let application = (self.handler)(Session {
+    /// The application's handler for a new session, ready to run.
+    fn application(&self, shared: &Arc<SharedSession>) -> impl Future<Output = ()> + 'static {
+        let handler = (self.handler)(Session {
             shared: shared.clone(),
         });
-        shared::spawn_application(shared, application);
+        shared::run_application(shared.clone(), handler)
     }
 
-    /// Starts a new registered session: its handler, and a timer that drives
-    /// its deadlines and forgets it once it expires.
+    /// Starts a new registered session: its handler, and the timer that
+    /// drives its deadlines and forgets it once it expires, in one task.
     fn start_registered(
         self: &Arc<Self>,
         shared: &Arc<SharedSession>,
         session_id: &str,
         slot: SessionSlot,
     ) {
-        self.start_application(shared);
         let state = self.clone();
         let session_id = session_id.to_owned();
         let session = shared.clone();
-        actix_rt::spawn(shared.clone().run_timer(move || {
+        let timer = shared.clone().run_timer(move || {
             state.registry.remove(&session_id, &session);
             drop(slot);
-        }));
+        });
+        actix_rt::spawn(futures::future::join(self.application(shared), timer));
     }
 
     /// Counts a new session among the live ones, if the cap and the server's

@@ -136,29 +136,27 @@ pub(crate) async fn wait_for<T>(notify: &Notify, mut check: impl FnMut() -> Opti
     }
 }
 
-/// Runs the application's handler for a new session on the current worker.
-/// The client gets `o` only once the handler has run up to its first wait.
-/// When the handler returns, or panics, a session it left open is closed.
-pub(crate) fn spawn_application<F>(shared: &Arc<SharedSession>, run: F)
+/// The application's handler for a new session, wrapped: the client gets
+/// `o` only once the handler has run up to its first wait, and when the
+/// handler returns, or panics, a session it left open is closed. The caller
+/// decides which task runs it.
+pub(crate) async fn run_application<F>(shared: Arc<SharedSession>, run: F)
 where
-    F: Future<Output = ()> + 'static,
+    F: Future<Output = ()>,
 {
-    let shared = shared.clone();
-    actix_rt::spawn(async move {
-        let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
-        let first = futures::poll!(run.as_mut());
-        shared.core.lock().handle_application_started();
-        shared.to_receiver.notify_waiters();
-        let result = match first {
-            Poll::Ready(result) => result,
-            Poll::Pending => run.await,
-        };
-        match result {
-            Ok(()) => shared.close(1000, "Normal closure"),
-            Err(_) => {
-                log::error!("a session handler panicked; its session is closed with 1011");
-                shared.close(1011, "Internal error");
-            }
+    let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+    let first = futures::poll!(run.as_mut());
+    shared.core.lock().handle_application_started();
+    shared.to_receiver.notify_waiters();
+    let result = match first {
+        Poll::Ready(result) => result,
+        Poll::Pending => run.await,
+    };
+    match result {
+        Ok(()) => shared.close(1000, "Normal closure"),
+        Err(_) => {
+            log::error!("a session handler panicked; its session is closed with 1011");
+            shared.close(1011, "Internal error");
         }
-    });
+    }
 }

@@ -1,6 +1,7 @@
 //! The framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`)
 //! WebSocket transports (PROTOCOL.md section 4), over actix-ws.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use futures::future::FusedFuture;
+use futures::FutureExt;
 use tokio::time::Sleep;
 
 use super::shared::SharedSession;
@@ -79,7 +82,7 @@ async fn open(
     else {
         unreachable!("a new session always takes its first receiver");
     };
-    state.start_application(&shared);
+    let application = state.application(&shared);
     let stream = stream
         .max_frame_size(state.options.max_message_bytes)
         .aggregate_continuations()
@@ -93,7 +96,7 @@ async fn open(
             awaiting_pong: false,
             _slot: slot,
         }
-        .run(stream),
+        .run(stream, application),
     );
     response
 }
@@ -139,9 +142,17 @@ enum End {
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+    /// Drives the connection, and the application's handler in the same
+    /// task: no task switch between a message and the handler that answers it.
+    async fn run(
+        mut self,
+        mut stream: actix_ws::AggregatedMessageStream,
+        application: impl Future<Output = ()>,
+    ) {
         let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
         let mut clock = Clock::new();
+        let application = application.fuse();
+        tokio::pin!(application);
         let end = loop {
             let shared = self.shared.clone();
             let frame_ready = shared.to_receiver.notified();
@@ -150,7 +161,10 @@ impl Connection {
             frame_ready.as_mut().enable();
             room.as_mut().enable();
 
-            if let Some(end) = self.write_keeping_the_clock(&mut clock).await {
+            if let Some(end) = self
+                .write_keeping_the_clock(&mut clock, &mut application)
+                .await
+            {
                 break end;
             }
             if let Some((messages, bytes)) = waiting_inbound.take() {
@@ -163,6 +177,7 @@ impl Connection {
             // A WebSocket session drives its own deadlines: no timer task per connection.
             clock.arm(self.shared.core.lock().poll_timeout());
             tokio::select! {
+                _ = &mut application => {}
                 _ = clock.fired() => {
                     self.shared.handle_timeout();
                 }
@@ -178,12 +193,18 @@ impl Connection {
             }
         };
         self.finish(end).await;
+        // The handler sees the close and ends in its own time.
+        application.await;
     }
 
-    /// Writes the ready frames while the session's clock keeps running: a
-    /// client that stops reading blocks the write, and its send timeout must
-    /// still fire.
-    async fn write_keeping_the_clock(&mut self, clock: &mut Clock) -> Option<End> {
+    /// Writes the ready frames while the session's clock and its handler keep
+    /// running: a client that stops reading blocks the write, and its send
+    /// timeout must still fire.
+    async fn write_keeping_the_clock(
+        &mut self,
+        clock: &mut Clock,
+        application: &mut (impl FusedFuture<Output = ()> + Unpin),
+    ) -> Option<End> {
         let shared = self.shared.clone();
         let write = self.write_ready_frames();
         tokio::pin!(write);
@@ -197,6 +218,9 @@ impl Connection {
             tokio::select! {
                 biased;
                 end = &mut write => return end,
+                // The handler goes on meanwhile: it may queue more, and so
+                // run into the bound and the send timeout.
+                _ = &mut *application => {}
                 _ = clock.fired() => {
                     if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
                         log::debug!("a WebSocket client took nothing for the send timeout");
