@@ -130,7 +130,7 @@ pub struct Peer {
     pub(crate) transport: &'static str,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) path: String,
+    pub(crate) path: Arc<str>,
     pub(crate) query: String,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) data: Option<SessionData>,

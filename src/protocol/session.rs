@@ -6,6 +6,7 @@
 //! `take_inbound`, `poll_timeout`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::frame::{self, Frame};
@@ -190,7 +191,8 @@ struct Closure {
 /// One SockJS session, whatever carries it.
 #[derive(Debug)]
 pub struct Session {
-    config: SessionConfig,
+    /// Shared by every session of a service.
+    config: Arc<SessionConfig>,
     application_started: bool,
     open_sent: bool,
     outgoing: VecDeque<String>,
@@ -215,7 +217,8 @@ pub struct Session {
 
 impl Session {
     /// A new session with no receiver yet.
-    pub fn new(config: SessionConfig, now: Instant) -> Self {
+    pub fn new(config: impl Into<Arc<SessionConfig>>, now: Instant) -> Self {
+        let config = config.into();
         let disconnect_at = Some(now + config.disconnect_delay);
         Session {
             config,

@@ -36,8 +36,10 @@ pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + S
 /// Everything one mounted service needs, shared by all workers.
 pub(crate) struct ServiceState {
     pub prefix: String,
+    /// The prefix, shared with every session's `Peer`.
+    pub path: Arc<str>,
     pub options: Options,
-    pub session_config: SessionConfig,
+    pub session_config: Arc<SessionConfig>,
     pub registry: Registry,
     /// Sessions alive on every transport, WebSockets included, by connection id.
     pub live: Mutex<HashMap<u64, Weak<SharedSession>>>,
@@ -52,8 +54,9 @@ pub(crate) struct ServiceState {
 impl ServiceState {
     pub fn new(prefix: String, options: Options, handler: Handler) -> Self {
         ServiceState {
+            path: prefix.as_str().into(),
             prefix: prefix.clone(),
-            session_config: options.session_config(),
+            session_config: Arc::new(options.session_config()),
             iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
             options,
             registry: Registry::default(),
@@ -158,7 +161,7 @@ impl ServiceState {
             transport,
             remote_addr: req.peer_addr(),
             headers: allowed_headers(req.headers(), &self.options.peer_headers),
-            path: self.prefix.clone(),
+            path: self.path.clone(),
             query: req.query_string().to_owned(),
             client_ip: self.client_ip(req),
             data,

@@ -46,7 +46,7 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl SharedSession {
     pub fn new(
-        config: SessionConfig,
+        config: Arc<SessionConfig>,
         peer: Peer,
         bound_to: Option<BindingKey>,
         metrics: Arc<ServiceMetrics>,
