@@ -244,18 +244,19 @@ impl Connection {
                 self.shared.metrics.messages_out(messages);
                 self.shared.outgoing_room.notify_waiters();
             }
-            if let Err(actix_ws::Closed) = self.write(&delivery.frame).await {
+            let end = delivery.end;
+            if let Err(actix_ws::Closed) = self.write(delivery.frame).await {
                 return Some(End::Interrupted(None));
             }
-            if delivery.end {
+            if end {
                 return Some(End::Closed);
             }
         }
     }
 
-    async fn write(&mut self, frame: &Frame) -> Result<(), actix_ws::Closed> {
+    async fn write(&mut self, frame: Frame) -> Result<(), actix_ws::Closed> {
         match (self.framing, frame) {
-            (Framing::Sockjs, Frame::Close { .. }) => {
+            (Framing::Sockjs, frame @ Frame::Close { .. }) => {
                 self.ws.text(frame.encode()).await?;
                 self.ws.clone().close(Some(CloseCode::Normal.into())).await
             }
@@ -272,14 +273,14 @@ impl Connection {
             }
             (Framing::Raw, Frame::Messages(messages)) => {
                 for message in messages {
-                    self.ws.text(message.clone()).await?;
+                    self.ws.text(message).await?;
                 }
                 Ok(())
             }
             (Framing::Raw, Frame::Close { code, reason }) => {
                 let reason = CloseReason {
-                    code: wire_close_code(*code),
-                    description: Some(reason.clone()),
+                    code: wire_close_code(code),
+                    description: Some(reason),
                 };
                 self.ws.clone().close(Some(reason)).await
             }
