@@ -189,10 +189,11 @@ impl SockJs {
 
 impl HttpServiceFactory for SockJs {
     fn register(self, config: &mut AppService) {
-        let prefix = self.state.prefix.clone();
-        web::resource([prefix.clone(), format!("{prefix}/{{tail:.*}}")])
+        // A scope with only a default service: no pattern is matched per
+        // request (a `{tail:.*}` resource ran a regex on every one).
+        web::scope(&self.state.prefix.clone())
             .app_data(web::Data::from(self.state))
-            .route(web::route().to(server::dispatch))
+            .default_service(web::to(server::dispatch))
             .register(config);
     }
 }
