@@ -90,30 +90,20 @@ pub fn must_escape(c: char) -> bool {
 
 /// Writes `s` as a quoted JSON string with the SockJS escaping.
 pub fn write_json_string(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
     out.push('"');
     let mut plain_from = 0;
-    for (i, c) in s.char_indices() {
-        let escaped = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\u{8}' => Some("\\b"),
-            '\t' => Some("\\t"),
-            '\n' => Some("\\n"),
-            '\u{c}' => Some("\\f"),
-            '\r' => Some("\\r"),
-            _ => None,
-        };
-        if escaped.is_none() && !must_escape(c) {
-            continue;
-        }
-        out.push_str(&s[plain_from..i]);
-        plain_from = i + c.len_utf8();
-        match escaped {
-            Some(text) => out.push_str(text),
-            None => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    let mut at = 0;
+    while let Some((position, char_len, escape)) = next_escape(s, at) {
+        out.push_str(&s[plain_from..position]);
+        match escape {
+            Escape::Short(text) => out.push_str(text),
+            Escape::Unicode(code) => {
+                let _ = write!(out, "\\u{code:04x}");
             }
         }
+        at = position + char_len;
+        plain_from = at;
     }
     out.push_str(&s[plain_from..]);
     out.push('"');
@@ -121,14 +111,56 @@ pub fn write_json_string(s: &str, out: &mut String) {
 
 /// The length of [`write_json_string`]'s output for `s`.
 pub fn json_string_len(s: &str) -> usize {
-    2 + s
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
-            c if must_escape(c) => 6,
-            c => c.len_utf8(),
-        })
-        .sum::<usize>()
+    let mut len = 2 + s.len();
+    let mut at = 0;
+    while let Some((position, char_len, escape)) = next_escape(s, at) {
+        len = len - char_len
+            + match escape {
+                Escape::Short(text) => text.len(),
+                Escape::Unicode(_) => 6,
+            };
+        at = position + char_len;
+    }
+    len
+}
+
+enum Escape {
+    Short(&'static str),
+    Unicode(u32),
+}
+
+/// The next character from byte `at` on that must be escaped: its byte
+/// position, its length in bytes and its escape. Plain ASCII is skipped a
+/// byte at a time; of the non-ASCII characters only those whose UTF-8 starts
+/// with 0xE2 (U+2000-U+2FFF) or 0xEF (U+F000-U+FFFF) can need escaping, so
+/// only those are decoded.
+fn next_escape(s: &str, mut at: usize) -> Option<(usize, usize, Escape)> {
+    let bytes = s.as_bytes();
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match byte {
+            b'"' => return Some((at, 1, Escape::Short("\\\""))),
+            b'\\' => return Some((at, 1, Escape::Short("\\\\"))),
+            0x08 => return Some((at, 1, Escape::Short("\\b"))),
+            b'\t' => return Some((at, 1, Escape::Short("\\t"))),
+            b'\n' => return Some((at, 1, Escape::Short("\\n"))),
+            0x0c => return Some((at, 1, Escape::Short("\\f"))),
+            b'\r' => return Some((at, 1, Escape::Short("\\r"))),
+            0x00..=0x1f => return Some((at, 1, Escape::Unicode(byte as u32))),
+            0x20..=0x7f => at += 1,
+            0xe2 | 0xef => {
+                let c = s[at..].chars().next()?;
+                if must_escape(c) {
+                    return Some((at, 3, Escape::Unicode(c as u32)));
+                }
+                at += 3;
+            }
+            0xc0..=0xdf => at += 2,
+            0xe0..=0xef => at += 3,
+            _ => at += 4,
+        }
+    }
+    None
 }
 
 fn decimal_len(mut n: u16) -> usize {
