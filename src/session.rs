@@ -61,10 +61,10 @@ impl Session {
         let wake_timer = core.take_deadline_moved_earlier();
         drop(core);
         if result.is_ok() {
-            self.shared.to_receiver.notify_waiters();
+            self.shared.to_receiver.notify_one();
         }
         if wake_timer {
-            self.shared.to_timer.notify_waiters();
+            self.shared.to_timer.notify_one();
         }
         if dropped > 0 {
             self.shared.metrics.dropped.inc_by(dropped);

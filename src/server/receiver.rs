@@ -64,7 +64,7 @@ pub async fn respond(
     let source = match attach {
         Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
-            shared.to_timer.notify_waiters();
+            shared.to_timer.notify_one();
             Source::Session(AttachedReceiver {
                 shared,
                 id,
@@ -224,7 +224,7 @@ impl AttachedReceiver {
         }
         if delivery.end {
             self.ended = true;
-            shared.to_timer.notify_waiters();
+            shared.to_timer.notify_one();
         }
         Some(delivery.frame)
     }

@@ -18,7 +18,9 @@ use crate::session::Peer;
 
 pub(crate) struct SharedSession {
     pub core: Mutex<ProtocolSession>,
-    /// Frames may be ready for the attached receiver.
+    /// Frames may be ready for the attached receiver. Woken with `notify_one`:
+    /// there is at most one receiver, and a permit kept while it is busy
+    /// means it never misses a frame.
     pub to_receiver: Notify,
     /// Inbound messages or the close may be ready for the application.
     pub to_application: Notify,
@@ -26,7 +28,7 @@ pub(crate) struct SharedSession {
     pub outgoing_room: Notify,
     /// The application took inbound messages or the session closed.
     pub inbound_room: Notify,
-    /// A deadline may have moved earlier.
+    /// A deadline may have moved earlier (`notify_one`, like `to_receiver`).
     pub to_timer: Notify,
     pub peer: Peer,
     pub connection_id: u64,
@@ -68,11 +70,11 @@ impl SharedSession {
     /// Wakes everyone after a change that may concern all of them (a close,
     /// a receiver coming or going).
     pub fn wake_all(&self) {
-        self.to_receiver.notify_waiters();
+        self.to_receiver.notify_one();
         self.to_application.notify_waiters();
         self.outgoing_room.notify_waiters();
         self.inbound_room.notify_waiters();
-        self.to_timer.notify_waiters();
+        self.to_timer.notify_one();
     }
 
     /// Closes the session from the application side.
@@ -115,7 +117,7 @@ impl SharedSession {
         let outcome = self.core.lock().handle_timeout(Instant::now());
         match outcome {
             TimeoutOutcome::Nothing => {}
-            TimeoutOutcome::Heartbeat => self.to_receiver.notify_waiters(),
+            TimeoutOutcome::Heartbeat => self.to_receiver.notify_one(),
             TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => self.wake_all(),
         }
         outcome
@@ -123,8 +125,12 @@ impl SharedSession {
 }
 
 /// Waits until `check` returns a value, re-checking after each wake-up of
-/// `notify`. Registering before checking means no wake-up is missed.
+/// `notify`. The waiter is registered before the second check, so no wake-up
+/// is missed; the first check spares the registration when a value is there.
 pub(crate) async fn wait_for<T>(notify: &Notify, mut check: impl FnMut() -> Option<T>) -> T {
+    if let Some(value) = check() {
+        return value;
+    }
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -147,7 +153,7 @@ where
     let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
     let first = futures::poll!(run.as_mut());
     shared.core.lock().handle_application_started();
-    shared.to_receiver.notify_waiters();
+    shared.to_receiver.notify_one();
     let result = match first {
         Poll::Ready(result) => result,
         Poll::Pending => run.await,

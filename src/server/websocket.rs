@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix_web::http::{header, StatusCode};
@@ -155,18 +156,21 @@ impl Connection {
         tokio::pin!(application);
         let end = loop {
             let shared = self.shared.clone();
-            let frame_ready = shared.to_receiver.notified();
-            let room = shared.inbound_room.notified();
-            tokio::pin!(frame_ready, room);
-            frame_ready.as_mut().enable();
-            room.as_mut().enable();
-
+            // Frames ready for this receiver are announced with `notify_one`,
+            // which keeps a permit when nobody waits yet: nothing is missed
+            // between writing and waiting, without a waiter set up per frame.
             if let Some(end) = self
                 .write_keeping_the_clock(&mut clock, &mut application)
                 .await
             {
                 break end;
             }
+            let room = waiting_inbound.as_ref().map(|_| {
+                let room = shared.inbound_room.notified();
+                let mut room = Box::pin(room);
+                room.as_mut().enable();
+                room
+            });
             if let Some((messages, bytes)) = waiting_inbound.take() {
                 match self.offer_inbound(messages, bytes) {
                     Ok(None) => {}
@@ -175,14 +179,14 @@ impl Connection {
                 }
             }
             // A WebSocket session drives its own deadlines: no timer task per connection.
-            clock.arm(self.shared.core.lock().poll_timeout());
+            clock.arm(shared.core.lock().poll_timeout());
             tokio::select! {
                 _ = &mut application => {}
                 _ = clock.fired() => {
-                    self.shared.handle_timeout();
+                    shared.handle_timeout();
                 }
-                _ = &mut frame_ready => {}
-                _ = &mut room, if waiting_inbound.is_some() => {}
+                _ = shared.to_receiver.notified() => {}
+                _ = async { room.unwrap().await }, if waiting_inbound.is_some() => {}
                 message = stream.recv(), if waiting_inbound.is_none() => {
                     match self.handle_message(message).await {
                         Ok(None) => {}
@@ -208,12 +212,13 @@ impl Connection {
         let shared = self.shared.clone();
         let write = self.write_ready_frames();
         tokio::pin!(write);
+        // Most writes complete at once: no timer or waiter is touched then.
+        if let Poll::Ready(end) = futures::poll!(&mut write) {
+            return end;
+        }
         loop {
             // While the write waits, the application may queue more and so
             // bring the send deadline forward: it says so through `to_timer`.
-            let deadline_moved = shared.to_timer.notified();
-            tokio::pin!(deadline_moved);
-            deadline_moved.as_mut().enable();
             clock.arm(shared.core.lock().poll_timeout());
             tokio::select! {
                 biased;
@@ -227,7 +232,7 @@ impl Connection {
                         return Some(End::Stalled);
                     }
                 }
-                _ = deadline_moved => {}
+                _ = shared.to_timer.notified() => {}
             }
         }
     }
