@@ -14,3 +14,6 @@ cargo test --doc
 
 echo "== real browser: sockjs-client 1.6.1 in headless Chromium, behind nginx"
 client-js/run-browser-tests.sh
+
+echo "== benchmark, quick mode (fails on lost, duplicated or reordered messages, never on speed)"
+bench/run.sh --quick

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The sockjs-gateway benchmark: the gateway against a bare actix-ws echo
+# server (baseline-echo), each pinned to core 0 with one worker, the load
+# generator (sockjs-load) pinned to core 1.
+#
+#   bench/run.sh           full run  -> bench/results.json       (~10 minutes on a quiet machine)
+#   bench/run.sh --quick   quick run -> bench/results-quick.json (< 1 minute once built)
+#
+# Every scenario gets a fresh server process, started here and stopped here by
+# PID (also on failure or Ctrl-C). The quick run is the "does the benchmark
+# still work" check: it fails on any lost, duplicated or reordered message or
+# any error, never on speed. The full run also fails on those, and waits for
+# the machine to be quiet before each measurement (other work on a 2-core
+# machine would be measured as the server's slowness).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MODE=full
+case "${1:-}" in
+  "") ;;
+  --quick) MODE=quick ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
+esac
+
+if [[ $MODE == quick ]]; then
+  OUT=bench/results-quick.json
+else
+  OUT=bench/results.json
+fi
+REL=target/release
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-bench.XXXXXX")"
+RUNS="$WORK/runs.jsonl"
+SERVER_PID=""
+FAILED=()
+NOISY=()
+
+stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
+  local pid=$SERVER_PID
+  SERVER_PID=""
+  kill -TERM "$pid" 2>/dev/null || return 0
+  # The gateway and the baseline both shut down within 2 s of SIGTERM.
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+on_exit() {
+  local status=$?
+  stop_server
+  if [[ $status -eq 0 ]]; then
+    rm -rf "$WORK"
+  else
+    echo "bench: logs kept in $WORK" >&2
+  fi
+  exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- limits
+# Large idle runs need one fd per connection on each side. Only the soft
+# limit can be raised without CAP_SYS_RESOURCE; the hard one caps N.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
+if [[ $FD_LIMIT == unlimited ]]; then FD_LIMIT=1048576; fi
+IDLE_WS_WANTED=100000
+IDLE_WS=$IDLE_WS_WANTED
+if (( FD_LIMIT - 2000 < IDLE_WS )); then
+  IDLE_WS=$(( (FD_LIMIT - 2000) / 1000 * 1000 ))
+  if [[ $MODE == full ]]; then
+    echo "bench: RLIMIT_NOFILE is $FD_LIMIT here (hard limit, not raisable without CAP_SYS_RESOURCE):"
+    echo "bench: the idle WebSocket scenario runs with $IDLE_WS sessions instead of $IDLE_WS_WANTED."
+  fi
+fi
+
+# ---------------------------------------------------------------- build
+echo "bench: building sockjs-gateway, baseline-echo and sockjs-load (release)..."
+BUILD_START=$(date +%s.%N)
+cargo build --release \
+  -p sockjs-gateway --bin sockjs-gateway \
+  -p sockjs-bench --bin sockjs-load --bin baseline-echo
+BUILD_S=$(awk -v a="$BUILD_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "bench: build took ${BUILD_S}s"
+
+# ---------------------------------------------------------------- helpers
+URL=""
+start_server() { # name, then server flags
+  local name=$1; shift
+  local bin log
+  case $name in
+    gateway) bin=$REL/sockjs-gateway ;;
+    baseline) bin=$REL/baseline-echo ;;
+  esac
+  log="$WORK/$name-$(date +%s%N).log"
+  taskset -c 0 "$bin" --listen 127.0.0.1:0 --workers 1 "$@" 2>"$log" &
+  SERVER_PID=$!
+  URL=""
+  for _ in $(seq 200); do
+    URL=$(grep -o -m1 'listening on http://127\.0\.0\.1:[0-9]*' "$log" | sed 's/^listening on //' || true)
+    [[ -n $URL ]] && return 0
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "bench: $name exited at startup:" >&2
+      cat "$log" >&2
+      SERVER_PID=""
+      return 1
+    fi
+    sleep 0.05
+  done
+  echo "bench: $name did not say where it listens within 10 s" >&2
+  return 1
+}
+
+# run SERVER SCENARIO SESSIONS [sockjs-load flags...]
+run() {
+  local server=$1 scenario=$2 sessions=$3; shift 3
+  local server_flags=()
+  if [[ $server == gateway && $scenario == idle-* ]]; then
+    # Held sessions must outlive the hold: no disconnect, and no heartbeats
+    # (the baseline sends none either).
+    server_flags=(--disconnect-delay 600s --heartbeat-delay 600s)
+  fi
+  local attempt status
+  for attempt in 1 2 3 4; do
+    echo
+    if (( attempt == 1 )); then
+      echo "== $server $scenario, $sessions sessions"
+    else
+      echo "== $server $scenario, $sessions sessions (attempt $attempt)"
+    fi
+    start_server "$server" "${server_flags[@]}"
+    status=0
+    taskset -c 1 "$REL/sockjs-load" run --url "$URL" --server "$server" \
+      --scenario "$scenario" --sessions "$sessions" --server-pid "$SERVER_PID" \
+      --out "$RUNS" "${COMMON[@]}" "$@" >/dev/null || status=$?
+    stop_server
+    # 3: clean, but other processes were busy meanwhile; measure again.
+    (( status == 3 && attempt < 4 )) || break
+    echo "bench: the machine was busy during that run; running it again (the quietest run is kept)"
+  done
+  if (( status == 3 )); then
+    NOISY+=("$server $scenario @$sessions")
+  elif (( status != 0 )); then
+    FAILED+=("$server $scenario @$sessions (exit $status)")
+  fi
+}
+
+# ---------------------------------------------------------------- scenarios
+# pair REPS SCENARIO SESSIONS [flags]: gateway and baseline take turns, REPS
+# times, so that each pair is measured under the same conditions; the report
+# keeps the median run of each (rates vary by ~10% from run to run here).
+pair() {
+  local reps=$1 i; shift
+  for i in $(seq "$reps"); do
+    run gateway "$@"
+    run baseline "$@"
+  done
+}
+
+if [[ $MODE == quick ]]; then
+  COMMON=(--duration 2 --warmup 0.5)
+  pair 1 ws-echo                  20
+  pair 1 raw-ws-echo              20
+  run gateway xhr-streaming-echo  20
+  run gateway xhr-polling-echo    20
+  run gateway broadcast           200 --repeat 20
+  pair 1 idle-websocket           500 --sources 4 --hold 0.5
+  run gateway idle-polling        500 --concurrency 20 --hold 0.5
+  pair 1 connect-rate             4 --sources 4
+else
+  COMMON=(--duration 15 --warmup 2 --quiet-wait 120 --quiet-threshold 15 --noisy-above 20)
+  pair 3 ws-echo                  100
+  pair 3 ws-echo                  1000 --concurrency 500
+  pair 3 raw-ws-echo              100
+  run gateway xhr-streaming-echo  100
+  run gateway xhr-polling-echo    100
+  run gateway broadcast           10000 --repeat 100 --concurrency 500
+  pair 1 idle-websocket           "$IDLE_WS" --sources 8 --hold 5 --concurrency 500
+  run gateway idle-polling        10000 --concurrency 50 --hold 5
+  pair 3 connect-rate             16 --sources 8
+fi
+
+# ---------------------------------------------------------------- report
+echo
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain 2>/dev/null | wc -l | tr -d ' ')
+report_status=0
+"$REL/sockjs-load" report --mode "$MODE" --runs "$RUNS" --out "$OUT" \
+  --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --meta "git_commit=$COMMIT" \
+  --meta "git_uncommitted_files=$DIRTY" \
+  --meta "rustc=$(rustc -V 2>/dev/null || echo unknown)" \
+  --meta "build_seconds=$BUILD_S" \
+  --meta "fd_limit=$FD_LIMIT" \
+  --meta "idle_websocket_sessions=$IDLE_WS (wanted $IDLE_WS_WANTED)" \
+  --meta "pinning=server: taskset -c 0 --workers 1; generator: taskset -c 1, one thread" \
+  || report_status=$?
+
+if (( ${#NOISY[@]} > 0 )); then
+  echo
+  echo "bench: still measured on a busy machine after 4 tries (figures less reliable):"
+  printf '  %s\n' "${NOISY[@]}"
+fi
+if (( ${#FAILED[@]} > 0 )); then
+  echo
+  echo "bench: FAILED runs (loss, duplication, reordering or errors; see error_samples in $OUT):"
+  printf '  %s\n' "${FAILED[@]}"
+  exit 1
+fi
+if (( report_status != 0 )); then
+  exit "$report_status"
+fi
