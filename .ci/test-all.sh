@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 echo "== formatting and lints"
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== unit, black-box and doc tests"
-cargo test --all-targets
+cargo test --workspace --all-targets
 cargo test --doc
 
 echo "== real browser: sockjs-client 1.6.1 in headless Chromium, behind nginx"
