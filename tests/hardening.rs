@@ -399,3 +399,46 @@ fn a_session_bound_to_a_cookie_refuses_other_cookies() {
         "a[\"y\"]\n"
     );
 }
+
+/// A handler that queues until the queue is full, then closes the session
+/// as too slow, as the broadcast service does with a member that stopped reading.
+fn close_when_full(options: Options) -> SockJs {
+    SockJs::new("/full", options, |session: Session| async move {
+        let mut n = 0u64;
+        loop {
+            match session.try_send(format!("{n:08}{}", "x".repeat(16 * 1024))) {
+                Ok(()) => n += 1,
+                Err(sockjs_gateway::SendError::Full) => {
+                    session.close(4009, "Too slow to keep up");
+                    break;
+                }
+                Err(_) => break,
+            }
+            actix_rt::task::yield_now().await;
+        }
+    })
+}
+
+#[test]
+fn a_closed_session_whose_client_never_reads_its_close_is_let_go() {
+    let options = Options {
+        send_timeout: Duration::from_millis(300),
+        max_queued_bytes: 64 * 1024,
+        disconnect_delay: Duration::from_millis(200),
+        response_limit: usize::MAX,
+        ..Options::default()
+    };
+    let service = close_when_full(options);
+    let server = InProcess::start(vec![service.clone()]);
+    let mut ws = ws_connect(server.port, "/full/0/w/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    let mut stream = Conn::open(server.port).stream(&Request::post("/full/0/s/xhr_streaming", b""));
+    stream.next_line(); // prelude
+                        // Neither client reads any more. Both sessions must be let go, so their
+                        // place and memory are not held until the TCP connections die.
+    support::poll_until(
+        "both stalled sessions to be let go",
+        Duration::from_secs(20),
+        || (service.session_count() == 0).then_some(()),
+    );
+}

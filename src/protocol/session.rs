@@ -203,6 +203,8 @@ pub struct Session {
     armed_deadline: Option<Instant>,
     /// A new deadline came before `armed_deadline`: the driver must look again.
     deadline_moved_earlier: bool,
+    /// When the driver first saw the session closed.
+    closed_at: Option<Instant>,
     dropped_messages: u64,
     inbound: VecDeque<String>,
     inbound_bytes: usize,
@@ -229,6 +231,7 @@ impl Session {
             queued_since: None,
             armed_deadline: None,
             deadline_moved_earlier: false,
+            closed_at: None,
             dropped_messages: 0,
             inbound: VecDeque::new(),
             inbound_bytes: 0,
@@ -498,6 +501,12 @@ impl Session {
             self.expired = true;
             return TimeoutOutcome::Expired;
         }
+        if self.flush_deadline().is_some_and(|at| now >= at) {
+            // The client takes nothing, not even the close: let the receiver
+            // go, so the session is forgotten after `disconnect_delay`.
+            self.release_receiver(now);
+            return TimeoutOutcome::SendTimedOut;
+        }
         if self.send_deadline().is_some_and(|at| now >= at) {
             let frame = Frame::Close {
                 code: SEND_TIMEOUT_CODE,
@@ -528,8 +537,11 @@ impl Session {
     /// When [`Session::handle_timeout`] must next be called. The driver
     /// sleeps until then, or until [`Session::take_deadline_moved_earlier`] says
     /// to ask again.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         self.deadline_moved_earlier = false;
+        if self.closure.is_some() && self.closed_at.is_none() {
+            self.closed_at = Some(now);
+        }
         self.armed_deadline = if self.expired {
             None
         } else {
@@ -537,10 +549,15 @@ impl Session {
                 (Some(_), None) => self.heartbeat_due,
                 _ => None,
             };
-            [heartbeat, self.disconnect_at, self.send_deadline()]
-                .into_iter()
-                .flatten()
-                .min()
+            [
+                heartbeat,
+                self.disconnect_at,
+                self.send_deadline(),
+                self.flush_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         };
         self.armed_deadline
     }
@@ -549,6 +566,20 @@ impl Session {
     /// one last handed out by [`Session::poll_timeout`].
     pub fn take_deadline_moved_earlier(&mut self) -> bool {
         std::mem::take(&mut self.deadline_moved_earlier)
+    }
+
+    /// When a closed session whose receiver still has not taken its close
+    /// frame gives up on that receiver.
+    fn flush_deadline(&self) -> Option<Instant> {
+        match (&self.receiver, self.closed_at, self.config.send_timeout) {
+            (Some(_), Some(closed_at), Some(timeout)) => Some(closed_at + timeout),
+            _ => None,
+        }
+    }
+
+    /// How long a client may take nothing before its session is given up.
+    pub fn send_timeout(&self) -> Option<Duration> {
+        self.config.send_timeout
     }
 
     /// When an open session whose client takes nothing is closed as too slow.
@@ -781,7 +812,7 @@ mod tests {
         s.detach_receiver(r, Detach::Finished, now);
         assert!(s.is_expired());
         assert_eq!(s.close_reason(), Some(&CloseReason::Interrupted));
-        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll_timeout(now), None);
 
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Websocket, now);
@@ -809,9 +840,9 @@ mod tests {
     fn session_expires_after_disconnect_delay_without_receiver() {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Polling, now);
-        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT));
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT));
         s.poll_delivery(r, now);
-        assert_eq!(s.poll_timeout(), Some(now + DISCONNECT));
+        assert_eq!(s.poll_timeout(now), Some(now + DISCONNECT));
         assert_eq!(
             s.handle_timeout(now + DISCONNECT - Duration::from_millis(1)),
             TimeoutOutcome::Nothing
@@ -822,7 +853,7 @@ mod tests {
             s.take_inbound(),
             Some(InboundEvent::Closed(CloseReason::Timeout))
         );
-        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll_timeout(now), None);
     }
 
     #[test]
@@ -870,7 +901,7 @@ mod tests {
             encoded(s.poll_delivery(r, now + HEARTBEAT)),
             frame("h", false)
         );
-        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT + HEARTBEAT));
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT + HEARTBEAT));
     }
 
     #[test]
@@ -881,7 +912,7 @@ mod tests {
         let first = now + HEARTBEAT;
         assert_eq!(s.handle_timeout(first), TimeoutOutcome::Heartbeat);
         assert_eq!(
-            s.poll_timeout(),
+            s.poll_timeout(now),
             Some(first + HEARTBEAT),
             "not stalled before the receiver takes it"
         );
@@ -891,7 +922,7 @@ mod tests {
             "one pending heartbeat at a time"
         );
         assert_eq!(
-            s.poll_timeout(),
+            s.poll_timeout(now),
             Some(first + HEARTBEAT + HEARTBEAT),
             "and no busy loop"
         );
@@ -912,7 +943,7 @@ mod tests {
         s.send("x".into(), now).unwrap();
         s.poll_delivery(r, later);
         assert_eq!(s.handle_timeout(now + HEARTBEAT), TimeoutOutcome::Nothing);
-        assert_eq!(s.poll_timeout(), Some(later + HEARTBEAT));
+        assert_eq!(s.poll_timeout(now), Some(later + HEARTBEAT));
     }
 
     #[test]
@@ -928,7 +959,7 @@ mod tests {
         s.handle_application_started();
         let r = attach(&mut s, ReceiverMode::Websocket, now);
         s.poll_delivery(r, now);
-        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll_timeout(now), None);
         assert_eq!(
             s.handle_timeout(now + Duration::from_secs(3600)),
             TimeoutOutcome::Nothing
@@ -979,7 +1010,7 @@ mod tests {
         let queued = now + Duration::from_secs(1);
         s.send("stuck".into(), queued).unwrap();
         let deadline = queued + Duration::from_secs(10);
-        assert_eq!(s.poll_timeout(), Some(deadline));
+        assert_eq!(s.poll_timeout(now), Some(deadline));
         assert_eq!(
             s.handle_timeout(deadline - Duration::from_millis(1)),
             TimeoutOutcome::Nothing
@@ -1002,18 +1033,34 @@ mod tests {
         let (mut s, now) = session();
         let r = attach(&mut s, ReceiverMode::Streaming, now);
         s.poll_delivery(r, now);
-        assert_eq!(s.poll_timeout(), Some(now + HEARTBEAT));
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT));
         s.send("a".into(), now).unwrap();
         assert!(s.take_deadline_moved_earlier());
         assert!(!s.take_deadline_moved_earlier(), "once");
         s.send("b".into(), now).unwrap();
         assert!(!s.take_deadline_moved_earlier(), "the queue was not empty");
-        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
+        assert_eq!(s.poll_timeout(now), Some(now + Duration::from_secs(10)));
         s.poll_delivery(r, now);
         s.send("c".into(), now + Duration::from_secs(1)).unwrap();
         assert!(
             !s.take_deadline_moved_earlier(),
             "later than the armed deadline"
+        );
+    }
+
+    #[test]
+    fn a_receiver_that_never_takes_its_close_frame_is_let_go() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        s.poll_delivery(r, now);
+        s.close(4009, "Too slow to keep up");
+        let deadline = now + Duration::from_secs(10);
+        assert_eq!(s.poll_timeout(now), Some(deadline));
+        assert_eq!(s.handle_timeout(deadline), TimeoutOutcome::SendTimedOut);
+        assert!(!s.has_receiver());
+        assert_eq!(
+            s.handle_timeout(deadline + DISCONNECT),
+            TimeoutOutcome::Expired
         );
     }
 

@@ -91,7 +91,7 @@ impl SharedSession {
             let woken = self.to_timer.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let deadline = self.core.lock().poll_timeout();
+            let deadline = self.core.lock().poll_timeout(Instant::now());
             match deadline {
                 Some(deadline) => {
                     tokio::select! {

@@ -179,7 +179,7 @@ impl Connection {
                 }
             }
             // A WebSocket session drives its own deadlines: no timer task per connection.
-            clock.arm(shared.core.lock().poll_timeout());
+            clock.arm(shared.core.lock().poll_timeout(Instant::now()));
             tokio::select! {
                 _ = &mut application => {}
                 _ = clock.fired() => {
@@ -216,10 +216,22 @@ impl Connection {
         if let Poll::Ready(end) = futures::poll!(&mut write) {
             return end;
         }
+        // Once the session is over (its last frame is what waits), the client
+        // gets `send_timeout` to take it, and then it is dropped.
+        let mut give_up_at = None;
         loop {
             // While the write waits, the application may queue more and so
             // bring the send deadline forward: it says so through `to_timer`.
-            clock.arm(shared.core.lock().poll_timeout());
+            let now = Instant::now();
+            let deadline = {
+                let mut core = shared.core.lock();
+                if core.is_expired() && give_up_at.is_none() {
+                    give_up_at = core.send_timeout().map(|timeout| now + timeout);
+                }
+                core.poll_timeout(now)
+            };
+            clock.arm(deadline);
+            clock.arm(give_up_at);
             tokio::select! {
                 biased;
                 end = &mut write => return end,
@@ -227,7 +239,8 @@ impl Connection {
                 // run into the bound and the send timeout.
                 _ = &mut *application => {}
                 _ = clock.fired() => {
-                    if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
+                    let gave_up = give_up_at.is_some_and(|at| Instant::now() >= at);
+                    if gave_up || shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
                         log::debug!("a WebSocket client took nothing for the send timeout");
                         return Some(End::Stalled);
                     }
