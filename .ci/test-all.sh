@@ -17,3 +17,6 @@ client-js/run-browser-tests.sh
 
 echo "== benchmark, quick mode (fails on lost, duplicated or reordered messages, never on speed)"
 bench/run.sh --quick
+
+echo "== soak, short mode (churn, no loss across every transport, stalled readers)"
+bench/soak.sh --short

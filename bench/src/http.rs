@@ -87,14 +87,45 @@ impl Http {
         path: &str,
         body: &[u8],
     ) -> Result<Head, String> {
+        self.request_typed(method, host, path, "text/plain;charset=UTF-8", body)
+            .await
+    }
+
+    /// Like [`Http::request`], with the body's `Content-Type` given (e.g.
+    /// `application/x-www-form-urlencoded` for `jsonp_send`).
+    pub async fn request_typed(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Head, String> {
+        self.write_request(method, host, path, content_type, body)
+            .await?;
+        self.read_head(path).await
+    }
+
+    /// Sends a request without waiting for the response (a long-poll that
+    /// is to be left hanging); the connection is then only good for being
+    /// dropped or for reading that response.
+    pub async fn write_request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), String> {
         self.out.clear();
         self.out.extend_from_slice(method.as_bytes());
         self.out.extend_from_slice(b" ");
         self.out.extend_from_slice(path.as_bytes());
         self.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         self.out.extend_from_slice(host.as_bytes());
-        self.out
-            .extend_from_slice(b"\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: ");
+        self.out.extend_from_slice(b"\r\nContent-Type: ");
+        self.out.extend_from_slice(content_type.as_bytes());
+        self.out.extend_from_slice(b"\r\nContent-Length: ");
         self.out
             .extend_from_slice(body.len().to_string().as_bytes());
         self.out.extend_from_slice(b"\r\n\r\n");
@@ -102,8 +133,7 @@ impl Http {
         self.stream
             .write_all(&self.out)
             .await
-            .map_err(|e| format!("write {path}: {e}"))?;
-        self.read_head(path).await
+            .map_err(|e| format!("write {path}: {e}"))
     }
 
     async fn read_more(&mut self) -> Result<usize, String> {
