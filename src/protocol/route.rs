@@ -156,6 +156,26 @@ fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
     }
 }
 
+/// A `GET` on a WebSocket path must be a valid upgrade (PROTOCOL.md section
+/// 1): `Upgrade` naming `websocket` and `Connection` naming `Upgrade` among
+/// its tokens (Firefox sends `keep-alive, Upgrade`). Otherwise `400` with
+/// the text this returns.
+pub fn check_websocket_upgrade(upgrade: &[&str], connection: &[&str]) -> Result<(), &'static str> {
+    let has_token = |values: &[&str], token: &str| {
+        values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(upgrade, "websocket") {
+        return Err("Can \"Upgrade\" only to \"WebSocket\".");
+    }
+    if !has_token(connection, "upgrade") {
+        return Err("\"Connection\" must be \"Upgrade\".");
+    }
+    Ok(())
+}
+
 /// `SERVER` and `SESSION` are each one non-empty segment without a dot.
 fn is_id_segment(segment: &str) -> bool {
     !segment.is_empty() && !segment.contains('.')
@@ -292,6 +312,27 @@ mod tests {
             route(Post, "/0/s/jsonp"),
             Err(RouteError::MethodNotAllowed { allow: "GET" })
         );
+    }
+
+    #[test]
+    fn websocket_upgrade_headers() {
+        assert_eq!(
+            check_websocket_upgrade(&["websocket"], &["Upgrade"]),
+            Ok(())
+        );
+        assert_eq!(
+            check_websocket_upgrade(&["WebSocket"], &["keep-alive, Upgrade"]),
+            Ok(())
+        );
+        let bad_upgrade = Err("Can \"Upgrade\" only to \"WebSocket\".");
+        assert_eq!(check_websocket_upgrade(&[], &["Upgrade"]), bad_upgrade);
+        assert_eq!(check_websocket_upgrade(&["h2c"], &["Upgrade"]), bad_upgrade);
+        let bad_connection = Err("\"Connection\" must be \"Upgrade\".");
+        assert_eq!(
+            check_websocket_upgrade(&["websocket"], &["close"]),
+            bad_connection
+        );
+        assert_eq!(check_websocket_upgrade(&["websocket"], &[]), bad_connection);
     }
 
     #[test]

@@ -17,10 +17,10 @@ use tokio::time::Sleep;
 use super::shared::SharedSession;
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
-use crate::protocol::inbound;
 use crate::protocol::session::{
     Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
 };
+use crate::protocol::{inbound, route};
 
 /// How frames and messages travel over the WebSocket.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,22 +102,15 @@ async fn open(
     response
 }
 
-/// The 400s of PROTOCOL.md section 1, with the texts clients and peers expect.
+/// The request's `Upgrade` and `Connection` headers, for the core's check.
 fn check_upgrade_headers(req: &HttpRequest) -> Result<(), &'static str> {
-    let has_token = |name: header::HeaderName, token: &str| {
+    let values = |name: header::HeaderName| -> Vec<&str> {
         req.headers()
             .get_all(name)
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .collect()
     };
-    if !has_token(header::UPGRADE, "websocket") {
-        return Err("Can \"Upgrade\" only to \"WebSocket\".");
-    }
-    if !has_token(header::CONNECTION, "upgrade") {
-        return Err("\"Connection\" must be \"Upgrade\".");
-    }
-    Ok(())
+    route::check_websocket_upgrade(&values(header::UPGRADE), &values(header::CONNECTION))
 }
 
 struct Connection {
