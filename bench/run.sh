@@ -37,19 +37,8 @@ SERVER_PID=""
 FAILED=()
 NOISY=()
 
-stop_server() {
-  [[ -n $SERVER_PID ]] || return 0
-  local pid=$SERVER_PID
-  SERVER_PID=""
-  kill -TERM "$pid" 2>/dev/null || return 0
-  # The gateway and the baseline both shut down within 2 s of SIGTERM.
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 on_exit() {
   local status=$?
