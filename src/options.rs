@@ -46,6 +46,9 @@ pub struct Options {
     pub send_timeout: Duration,
     /// What sending into a full outgoing queue does.
     pub overflow: Overflow,
+    /// How long an `xhr_send`/`jsonp_send` body may take to arrive; slower
+    /// ones get `408`. (Request heads are bounded by actix's own timeout.)
+    pub body_timeout: Duration,
     /// Which pages may use the service; every origin by default.
     pub origins: OriginPolicy,
     /// Keep jsonp-polling on under an origin allow-list. JSONP requests carry
@@ -77,6 +80,7 @@ impl Default for Options {
             max_message_bytes: 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             overflow: Overflow::Close,
+            body_timeout: Duration::from_secs(10),
             origins: OriginPolicy::default(),
             jsonp_with_origin_policy: false,
             trusted_proxies: Vec::new(),

@@ -442,3 +442,19 @@ fn a_closed_session_whose_client_never_reads_its_close_is_let_go() {
         || (service.session_count() == 0).then_some(()),
     );
 }
+
+#[test]
+fn a_send_body_that_trickles_in_gets_408_and_the_session_lives_on() {
+    let server = Server::start_with(&["--body-timeout", "300ms"]);
+    assert_eq!(server.xhr("/echo", "slow").text(), "o\n");
+    let mut conn = server.connect();
+    // Announces 100 bytes, sends 2, then nothing.
+    conn.write_all(b"POST /echo/000/slow/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n[\"");
+    let head = conn.read_head();
+    assert_eq!(head.status, 408);
+    server.send_ok("/echo", "slow", r#"["still fine"]"#);
+    assert_eq!(
+        server.poll("/echo", "slow"),
+        Frame::Messages(vec!["still fine".into()])
+    );
+}

@@ -56,9 +56,14 @@ async fn deliver(
         .get(session_id)
         .filter(|session| state.may_use(session, req))
         .ok_or(SESSION_NOT_FOUND)?;
-    let body = read_body(payload, state.options.max_message_bytes)
-        .await
-        .map_err(refused)?;
+    // A body trickling in a byte at a time must not hold the request.
+    let body = tokio::time::timeout(
+        state.options.body_timeout,
+        read_body(payload, state.options.max_message_bytes),
+    )
+    .await
+    .map_err(|_| (StatusCode::REQUEST_TIMEOUT, "Request body timeout."))?
+    .map_err(refused)?;
     let messages = match kind {
         SendKind::Xhr => inbound::decode_array(&body),
         SendKind::Jsonp => inbound::decode_jsonp_send(&body, is_form(req)),

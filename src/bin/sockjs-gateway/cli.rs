@@ -41,6 +41,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 
+    /// How long an xhr_send/jsonp_send body may take to arrive (slower: 408).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
     /// What a full outgoing queue does: `close` (senders wait, a stalled client
     /// is closed) or `drop-oldest` (the oldest queued messages are dropped, counted).
     #[arg(long, value_name = "POLICY", default_value = "close", value_parser = parse_overflow)]

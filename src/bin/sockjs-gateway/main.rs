@@ -24,6 +24,7 @@ async fn main() -> std::io::Result<()> {
         max_message_bytes: cli.max_message_bytes,
         send_timeout: cli.send_timeout,
         overflow: cli.overflow,
+        body_timeout: cli.body_timeout,
         max_sessions: cli.max_sessions,
         origins: OriginPolicy::allow_only(&cli.allowed_origins),
         jsonp_with_origin_policy: cli.allow_jsonp,
