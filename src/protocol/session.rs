@@ -44,6 +44,9 @@ pub enum Overflow {
     DropOldest,
 }
 
+/// The most message bytes one frame carries (unless a single message is larger).
+pub const MAX_FRAME_BATCH_BYTES: usize = 64 * 1024;
+
 /// The close a session gets when its client takes nothing for `send_timeout`.
 pub const SEND_TIMEOUT_CODE: u16 = 4008;
 pub const SEND_TIMEOUT_REASON: &str = "Send timeout";
@@ -332,7 +335,9 @@ impl Session {
 
     /// The next frame for receiver `id`, if one is ready.
     pub fn poll_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<Delivery> {
-        let receiver = self.receiver.as_mut().filter(|r| r.id == id)?;
+        if self.receiver.as_ref().map(|r| r.id) != Some(id) {
+            return None;
+        }
         let frame = if !self.open_sent {
             if !self.application_started {
                 return None;
@@ -340,9 +345,7 @@ impl Session {
             self.open_sent = true;
             Frame::Open
         } else if !self.outgoing.is_empty() {
-            self.queued_bytes = 0;
-            self.queued_since = None;
-            Frame::Messages(self.outgoing.drain(..).collect())
+            Frame::Messages(self.take_batch(now))
         } else if let Some(closure) = &self.closure {
             closure.frame.clone()
         } else if self.heartbeat_pending {
@@ -350,6 +353,7 @@ impl Session {
         } else {
             return None;
         };
+        let receiver = self.receiver.as_mut()?;
         let end = matches!(frame, Frame::Close { .. })
             || match receiver.mode {
                 ReceiverMode::Polling => true,
@@ -373,6 +377,32 @@ impl Session {
     /// registers the session somewhere has done so before the client hears `o`.
     pub fn handle_application_started(&mut self) {
         self.application_started = true;
+    }
+
+    /// Queued messages for one frame, in order: all of them, or as many as
+    /// fit in [`MAX_FRAME_BATCH_BYTES`] (always at least one). Transports
+    /// buffer a few frames each, so this bounds what a stalled client can
+    /// hold beyond the queue.
+    fn take_batch(&mut self, now: Instant) -> Vec<String> {
+        if self.queued_bytes <= MAX_FRAME_BATCH_BYTES {
+            self.queued_bytes = 0;
+            self.queued_since = None;
+            return self.outgoing.drain(..).collect();
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = self.outgoing.front() {
+            if !batch.is_empty() && bytes + next.len() > MAX_FRAME_BATCH_BYTES {
+                break;
+            }
+            bytes += next.len();
+            batch.extend(self.outgoing.pop_front());
+        }
+        self.queued_bytes -= bytes;
+        // What is left has waited since now, as far as the send timeout goes:
+        // the client just took something.
+        self.queued_since = (!self.outgoing.is_empty()).then_some(now);
+        batch
     }
 
     /// The application sends a message; it waits in order for a receiver.
@@ -669,6 +699,42 @@ mod tests {
             frame(r#"a["a","b"]"#, true)
         );
         assert_eq!(s.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_large_backlog_goes_out_in_bounded_frames_in_order() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                max_queued_bytes: 1024 * 1024,
+                ..config()
+            },
+            now,
+        );
+        s.handle_application_started();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        let chunk = "x".repeat(10_000);
+        for i in 0..20 {
+            s.send(format!("{i:02}{chunk}"), now).unwrap();
+        }
+        let mut seen = Vec::new();
+        while let Some(Delivery {
+            frame: Frame::Messages(batch),
+            ..
+        }) = s.poll_delivery(r, now)
+        {
+            assert!(batch.iter().map(String::len).sum::<usize>() <= MAX_FRAME_BATCH_BYTES);
+            seen.extend(batch.into_iter().map(|m| m[..2].to_owned()));
+        }
+        let expected: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(s.queued_bytes(), 0);
+        s.send("one message larger than a batch".repeat(5_000), now)
+            .unwrap();
+        assert!(
+            matches!(s.poll_delivery(r, now), Some(Delivery { frame: Frame::Messages(b), .. }) if b.len() == 1)
+        );
     }
 
     #[test]
