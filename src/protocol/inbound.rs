@@ -95,17 +95,17 @@ pub fn decode_jsonp_send(body: &[u8], form_encoded: bool) -> Result<Vec<String>,
         .split(|&b| b == b'&')
         .find_map(|pair| pair.strip_prefix(b"d="))
         .ok_or(InboundError::PayloadExpected)?;
-    decode_array(&percent_decode_form(field))
+    decode_array(&percent_decode(field, true))
 }
 
-/// `application/x-www-form-urlencoded` value decoding: `+` is a space, `%XX`
-/// a byte; a malformed escape is kept as written.
-fn percent_decode_form(input: &[u8]) -> Vec<u8> {
+/// Percent-decoding (`%XX` is a byte; a malformed escape is kept as
+/// written); in form values `+` is a space too.
+pub(crate) fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < input.len() => {
                 match (hex_value(input[i + 1]), hex_value(input[i + 2])) {
                     (Some(hi), Some(lo)) => {
@@ -550,6 +550,7 @@ mod tests {
 
     #[test]
     fn form_decoding_keeps_malformed_escapes() {
-        assert_eq!(percent_decode_form(b"%41%4a+%zz%4"), b"AJ %zz%4".to_vec());
+        assert_eq!(percent_decode(b"%41%4a+%zz%4", true), b"AJ %zz%4".to_vec());
+        assert_eq!(percent_decode(b"a+b%20c", false), b"a+b c".to_vec());
     }
 }

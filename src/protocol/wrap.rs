@@ -2,6 +2,7 @@
 //! (PROTOCOL.md section 9): preludes and per-frame wrappings.
 
 use super::frame::must_escape;
+use super::inbound::percent_decode;
 use std::fmt::Write as _;
 
 /// The byte layout of one receiver's response body.
@@ -135,6 +136,20 @@ impl CallbackError {
     }
 }
 
+/// The callback named by a query string's `c` (or else `callback`)
+/// parameter, percent-decoded.
+pub fn callback_param(query: &str) -> Option<String> {
+    let value = |name: &str| {
+        query
+            .split('&')
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let raw = value("c").or_else(|| value("callback"))?;
+    Some(String::from_utf8_lossy(&percent_decode(raw.as_bytes(), false)).into_owned())
+}
+
 /// Checks a callback name: 1 to 32 characters of `[a-zA-Z0-9_.-]`.
 pub fn check_callback(callback: Option<&str>) -> Result<&str, CallbackError> {
     let callback = callback
@@ -224,6 +239,18 @@ mod tests {
             .unwrap();
         let decoded: String = serde_json::from_str(inner).unwrap();
         assert_eq!(decoded, frame);
+    }
+
+    #[test]
+    fn callback_from_c_or_callback_percent_decoded() {
+        assert_eq!(
+            callback_param("c=%63allback&x=1").as_deref(),
+            Some("callback")
+        );
+        assert_eq!(callback_param("t=1&callback=cb").as_deref(), Some("cb"));
+        assert_eq!(callback_param("c=a&callback=b").as_deref(), Some("a"));
+        assert_eq!(callback_param("c").as_deref(), Some(""));
+        assert_eq!(callback_param("x=1"), None);
     }
 
     #[test]

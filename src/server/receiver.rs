@@ -15,7 +15,7 @@ use super::{headers, text_response, ServiceState};
 use crate::protocol::frame::Frame;
 use crate::protocol::route::ReceiverKind;
 use crate::protocol::session::{Attach, Detach, ReceiverId, ReceiverMode};
-use crate::protocol::wrap::{check_callback, Wrapping};
+use crate::protocol::wrap::{callback_param, check_callback, Wrapping};
 
 pub async fn respond(
     req: &HttpRequest,
@@ -103,9 +103,7 @@ pub(crate) fn transport_name(kind: ReceiverKind) -> &'static str {
 
 fn wrapping_for(req: &HttpRequest, kind: ReceiverKind) -> Result<Wrapping, &'static str> {
     let callback = || {
-        let query = req.query_string();
-        let value = query_param(query, "c").or_else(|| query_param(query, "callback"));
-        check_callback(value.as_deref())
+        check_callback(callback_param(req.query_string()).as_deref())
             .map(str::to_owned)
             .map_err(|e| e.text())
     };
@@ -120,39 +118,6 @@ fn wrapping_for(req: &HttpRequest, kind: ReceiverKind) -> Result<Wrapping, &'sta
             callback: callback()?,
         },
     })
-}
-
-/// The first value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value))
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn response_builder(req: &HttpRequest, kind: ReceiverKind) -> HttpResponseBuilder {

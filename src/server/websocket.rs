@@ -179,7 +179,7 @@ impl Connection {
                     shared.handle_timeout();
                 }
                 _ = shared.to_receiver.notified() => {}
-                _ = async { room.unwrap().await }, if waiting_inbound.is_some() => {}
+                _ = async { if let Some(room) = room { room.await } }, if waiting_inbound.is_some() => {}
                 message = stream.recv(), if waiting_inbound.is_none() => {
                     match self.handle_message(message).await {
                         Ok(None) => {}
