@@ -37,6 +37,7 @@ mod admission;
 mod metrics;
 mod options;
 pub mod protocol;
+pub mod relay;
 mod server;
 mod session;
 

@@ -39,6 +39,12 @@ struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    service: String,
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -61,6 +67,9 @@ struct Families {
     heartbeat_timeouts: Family<ServiceLabels, Counter>,
     info_latency: Family<ServiceLabels, Histogram>,
     http_responses: Family<StatusLabels, Counter>,
+    relay_connects: Family<ServiceLabels, Counter>,
+    relay_failures: Family<StageLabels, Counter>,
+    relay_connect_latency: Family<ServiceLabels, Histogram>,
     resident_memory: Gauge,
     /// Figures read at scrape time (queue depth), one per service.
     scrape_hooks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
@@ -80,6 +89,9 @@ impl Default for Metrics {
             heartbeat_timeouts: Family::default(),
             info_latency: Family::new_with_constructor(info_latency_constructor),
             http_responses: Family::default(),
+            relay_connects: Family::default(),
+            relay_failures: Family::default(),
+            relay_connect_latency: Family::new_with_constructor(relay_latency_constructor),
             resident_memory: Gauge::default(),
             scrape_hooks: Mutex::new(Vec::new()),
         };
@@ -137,6 +149,21 @@ impl Default for Metrics {
                 f.http_responses.clone(),
             );
             r.register(
+                "sockjs_relay_upstream_connects",
+                "Upstream connections a relay opened",
+                f.relay_connects.clone(),
+            );
+            r.register(
+                "sockjs_relay_upstream_failures",
+                "Upstream connections that failed, at connect or while relaying",
+                f.relay_failures.clone(),
+            );
+            r.register(
+                "sockjs_relay_upstream_connect_seconds",
+                "Time to open an upstream connection (TCP, TLS and handshake)",
+                f.relay_connect_latency.clone(),
+            );
+            r.register(
                 "process_resident_memory_bytes",
                 "Resident memory of the process",
                 f.resident_memory.clone(),
@@ -150,6 +177,10 @@ impl Default for Metrics {
 
 fn info_latency_constructor() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+fn relay_latency_constructor() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
 }
 
 impl Metrics {
@@ -275,6 +306,30 @@ impl ServiceMetrics {
                 service: self.service.clone(),
             })
             .observe(seconds);
+    }
+
+    /// A relay opened its upstream connection in `seconds`.
+    pub fn relay_connected(&self, seconds: f64) {
+        let labels = ServiceLabels {
+            service: self.service.clone(),
+        };
+        let f = &self.metrics.inner;
+        f.relay_connects.get_or_create(&labels).inc();
+        f.relay_connect_latency
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// A relay's upstream connection failed at `stage` (`connect` or `relay`).
+    pub fn relay_failed(&self, stage: &str) {
+        self.metrics
+            .inner
+            .relay_failures
+            .get_or_create(&StageLabels {
+                service: self.service.clone(),
+                stage: stage.to_owned(),
+            })
+            .inc();
     }
 
     pub fn messages_in(&self, messages: &[String]) {

@@ -133,6 +133,7 @@ pub struct Peer {
     pub(crate) path: Arc<str>,
     pub(crate) query: String,
     pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) scheme: &'static str,
     pub(crate) data: Option<SessionData>,
 }
 
@@ -164,6 +165,12 @@ impl Peer {
     /// named (see [`crate::Options::trusted_proxies`]).
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
+    }
+
+    /// `https` if the client reached the gateway over TLS (directly, or as a
+    /// trusted proxy says with `X-Forwarded-Proto`), else `http`.
+    pub fn scheme(&self) -> &str {
+        self.scheme
     }
 
     /// A request header from the service's allow-list

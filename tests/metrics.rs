@@ -4,34 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{ws_connect, Conn, Frame, Request, Server};
-
-fn metrics_port(server: &Server) -> u16 {
-    support::poll_until(
-        "the metrics address in the log",
-        Duration::from_secs(10),
-        || {
-            let log = server.log();
-            let line = log.lines().find(|l| l.contains("metrics on http://"))?;
-            let rest = line.split("metrics on http://").nth(1)?;
-            let addr = rest.split('/').next()?;
-            addr.rsplit(':').next()?.parse().ok()
-        },
-    )
-}
-
-fn scrape(port: u16) -> String {
-    let response = Conn::open(port).request(&Request::get("/metrics"));
-    assert_eq!(response.status, 200);
-    response.text()
-}
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
-}
+use support::{
+    metric_value as value, metrics_port, scrape, ws_connect, Conn, Frame, Request, Server,
+};
 
 #[test]
 fn counters_follow_the_traffic() {

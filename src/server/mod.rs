@@ -164,6 +164,7 @@ impl ServiceState {
             path: self.path.clone(),
             query: req.query_string().to_owned(),
             client_ip: self.client_ip(req),
+            scheme: self.scheme(req),
             data,
         };
         SharedSession::new(
@@ -184,6 +185,31 @@ impl ServiceState {
             header(header::HeaderName::from_static("x-forwarded-for")),
             header(header::FORWARDED),
         ))
+    }
+
+    /// `https` or `http` as the client reached us; only a trusted proxy
+    /// may say so with `X-Forwarded-Proto`.
+    fn scheme(&self, req: &HttpRequest) -> &'static str {
+        let from_trusted_proxy = req.peer_addr().is_some_and(|peer| {
+            self.options
+                .trusted_proxies
+                .iter()
+                .any(|cidr| cidr.contains(peer.ip()))
+        });
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| from_trusted_proxy);
+        let secure = match forwarded {
+            Some(proto) => proto.trim().eq_ignore_ascii_case("https"),
+            None => req.app_config().secure(),
+        };
+        if secure {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn binding_key(&self, req: &HttpRequest) -> Option<BindingKey> {

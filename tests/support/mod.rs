@@ -1846,3 +1846,38 @@ impl Server {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// The port of `--metrics 127.0.0.1:0`, read from the log.
+pub fn metrics_port(server: &Server) -> u16 {
+    poll_until(
+        "the metrics address in the log",
+        Duration::from_secs(10),
+        || {
+            let log = server.log();
+            let line = log.lines().find(|l| l.contains("metrics on http://"))?;
+            let rest = line.split("metrics on http://").nth(1)?;
+            let addr = rest.split('/').next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        },
+    )
+}
+
+/// `GET /metrics`, which must answer 200.
+pub fn scrape(port: u16) -> String {
+    let response = Conn::open(port).request(&Request::get("/metrics"));
+    assert_eq!(response.status, 200);
+    response.text()
+}
+
+/// The value of one series (name and labels exactly as rendered).
+#[track_caller]
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}

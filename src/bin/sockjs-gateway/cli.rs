@@ -86,6 +86,24 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Relay a SockJS service to an upstream: `PREFIX=ws://HOST:PORT/PATH`,
+    /// `PREFIX=wss://...` or `PREFIX=tcp://HOST:PORT` (newline-delimited
+    /// text). Each session gets its own upstream connection. Repeatable; a
+    /// relay at a built-in service's prefix replaces that service.
+    #[arg(long = "relay", value_name = "PREFIX=URL", value_parser = parse_relay)]
+    pub relays: Vec<RelaySpec>,
+
+    /// A request header passed on to every relay's upstream handshake, such
+    /// as Cookie or Authorization; repeatable. X-Forwarded-For and
+    /// X-Forwarded-Proto are always sent.
+    #[arg(long = "relay-forward-header", value_name = "NAME")]
+    pub relay_forward_headers: Vec<String>,
+
+    /// A PEM file of certificate authorities trusted for wss:// upstreams,
+    /// beside the public ones.
+    #[arg(long, value_name = "FILE")]
+    pub relay_ca: Option<String>,
+
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -109,6 +127,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is out of range (0 to 24 hours)"));
     }
     Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// One `--relay PREFIX=URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySpec {
+    pub prefix: String,
+    pub upstream: String,
+}
+
+fn parse_relay(text: &str) -> Result<RelaySpec, String> {
+    let (prefix, upstream) = text
+        .split_once('=')
+        .ok_or("a relay is PREFIX=URL, e.g. /app=ws://127.0.0.1:9000/")?;
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        return Err(format!(
+            "the relay prefix `{prefix}` must start with / and name a path"
+        ));
+    }
+    sockjs_gateway::relay::Upstream::parse(upstream)?;
+    Ok(RelaySpec {
+        prefix: prefix.trim_end_matches('/').to_owned(),
+        upstream: upstream.to_owned(),
+    })
 }
 
 fn parse_overflow(text: &str) -> Result<Overflow, String> {
@@ -149,5 +190,16 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn relays() {
+        let spec = parse_relay("/app/=ws://127.0.0.1:9000/x").unwrap();
+        assert_eq!(spec.prefix, "/app");
+        assert_eq!(spec.upstream, "ws://127.0.0.1:9000/x");
+        assert!(parse_relay("/app").is_err());
+        assert!(parse_relay("app=ws://h/").is_err());
+        assert!(parse_relay("/=ws://h/").is_err());
+        assert!(parse_relay("/app=http://h/").is_err());
     }
 }

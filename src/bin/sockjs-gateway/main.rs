@@ -35,6 +35,14 @@ async fn main() -> std::io::Result<()> {
     let metrics = Metrics::new();
     let health = observability::Health::default();
     let services = services::all(&options, &metrics);
+    let relays = match services::relays(&cli, &options, &metrics) {
+        Ok(relays) => relays,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    };
+    let services = services::replace_by_prefix(services, relays);
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
     let services_to_stop = services.clone();
 

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sockjs_gateway::relay::Relay;
 use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
+
+use crate::cli::Cli;
 
 pub fn all(base: &Options, metrics: &Metrics) -> Vec<SockJs> {
     let mut disabled_websocket = base.clone();
@@ -76,6 +79,36 @@ async fn amplify(session: Session) {
             break;
         }
     }
+}
+
+/// The `--relay` services, each counted in `metrics`.
+pub fn relays(cli: &Cli, base: &Options, metrics: &Metrics) -> Result<Vec<SockJs>, String> {
+    cli.relays
+        .iter()
+        .map(|spec| {
+            let mut relay = Relay::new(&spec.upstream)?;
+            for header in &cli.relay_forward_headers {
+                relay = relay.forward_header(header);
+            }
+            if let Some(ca) = &cli.relay_ca {
+                relay = relay.trust_pem_file(ca)?;
+            }
+            Ok(relay
+                .service(&spec.prefix, base.clone())
+                .with_metrics(metrics))
+        })
+        .collect()
+}
+
+/// `services` with those at the same prefix as one of `replacements`
+/// replaced by it.
+pub fn replace_by_prefix(services: Vec<SockJs>, replacements: Vec<SockJs>) -> Vec<SockJs> {
+    let mut services: Vec<SockJs> = services
+        .into_iter()
+        .filter(|s| !replacements.iter().any(|r| r.prefix() == s.prefix()))
+        .collect();
+    services.extend(replacements);
+    services
 }
 
 /// The close of a broadcast member whose outgoing queue is full: it is closed

@@ -1,0 +1,193 @@
+//! A relay: every SockJS session of a service gets its own connection to an
+//! upstream server (WebSocket or newline-delimited TCP), and messages flow
+//! both ways in order. The browser keeps SockJS; the backend speaks plain
+//! WebSocket or lines of text.
+//!
+//! ```no_run
+//! use sockjs_gateway::{relay::Relay, Options};
+//!
+//! let relay = Relay::new("ws://127.0.0.1:9000/socket")
+//!     .expect("an upstream URL")
+//!     .forward_header("Cookie");
+//! let service = relay.service("/app", Options::default());
+//! # let _ = service;
+//! ```
+//!
+//! Closes: an upstream close with a code in 3000-4999 reaches the browser
+//! as it is; other closes and failures become [`UPSTREAM_CLOSED`],
+//! [`UPSTREAM_ERROR`] or [`UPSTREAM_UNAVAILABLE`]. When the session ends
+//! (the client closed, vanished or was too slow), the upstream connection is
+//! closed too.
+
+mod rules;
+mod tcp;
+mod tls;
+mod websocket;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use rules::{
+    close_from_upstream, close_to_upstream, Upstream, UPSTREAM_CLOSED, UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+};
+
+use crate::{Options, Session, SockJs};
+
+/// How one relay service reaches its upstream.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<RelayConfig>,
+}
+
+struct RelayConfig {
+    upstream: Upstream,
+    forward_headers: Vec<String>,
+    connect_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    max_message_bytes: usize,
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+/// How a relayed session ended, for the logs.
+enum Ending {
+    /// The session closed first (client closed, vanished, or too slow).
+    SessionClosed,
+    /// The upstream closed with this code (if any) and reason.
+    UpstreamClosed(Option<u16>, String),
+    /// The upstream connection failed: what the client is told, and the
+    /// details for the log.
+    UpstreamFailed(&'static str, String),
+}
+
+impl Relay {
+    /// A relay to `upstream`: `ws://HOST[:PORT]/PATH`, `wss://...` or
+    /// `tcp://HOST:PORT`.
+    pub fn new(upstream: &str) -> Result<Relay, String> {
+        Ok(Relay {
+            inner: Arc::new(RelayConfig {
+                upstream: Upstream::parse(upstream)?,
+                forward_headers: Vec::new(),
+                connect_timeout: Duration::from_secs(10),
+                tls: None,
+                max_message_bytes: Options::default().max_message_bytes,
+                extra_roots: Vec::new(),
+            }),
+        })
+    }
+
+    fn config_mut(&mut self) -> &mut RelayConfig {
+        Arc::get_mut(&mut self.inner).expect("configure a relay before cloning it")
+    }
+
+    /// Passes this request header (such as `Cookie` or `Authorization`) from
+    /// the client's first request on to the upstream WebSocket handshake.
+    pub fn forward_header(mut self, name: &str) -> Self {
+        self.config_mut().forward_headers.push(name.to_owned());
+        self
+    }
+
+    /// How long connecting to the upstream (TCP, TLS and handshake) may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().connect_timeout = timeout;
+        self
+    }
+
+    /// Trusts the certificate authorities in this PEM file for `wss://`
+    /// upstreams, beside the usual public ones.
+    pub fn trust_pem_file(mut self, path: &str) -> Result<Self, String> {
+        let certs = tls::read_pem_certificates(path)?;
+        self.config_mut().extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// The upstream this relay connects to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    /// A SockJS service at `prefix` whose every session is relayed. The
+    /// forwarded headers are added to what the service keeps of a request.
+    pub fn service(mut self, prefix: &str, mut options: Options) -> SockJs {
+        if matches!(
+            self.inner.upstream,
+            Upstream::WebSocket { secure: true, .. }
+        ) {
+            let roots = self.inner.extra_roots.clone();
+            self.config_mut().tls = Some(tls::client_config(roots));
+        }
+        self.config_mut().max_message_bytes = options.max_message_bytes;
+        for name in &self.inner.forward_headers {
+            if !options
+                .peer_headers
+                .iter()
+                .any(|kept| kept.eq_ignore_ascii_case(name))
+            {
+                options.peer_headers.push(name.to_ascii_lowercase());
+            }
+        }
+        SockJs::new(prefix, options, move |session| {
+            let relay = self.clone();
+            async move { relay.run(session).await }
+        })
+    }
+
+    fn unavailable(&self, session: &Session, error: &str) {
+        session.shared.metrics.relay_failed("connect");
+        log::warn!(
+            "relay {}: cannot reach {}: {error}",
+            session.peer().path(),
+            self.inner.upstream
+        );
+        session.close(UPSTREAM_UNAVAILABLE, "Upstream unavailable");
+    }
+
+    /// Relays one session until either side ends it.
+    async fn run(self, session: Session) {
+        let config = &self.inner;
+        let started = Instant::now();
+        let metrics = &session.shared.metrics;
+        let connected = |started: Instant| metrics.relay_connected(started.elapsed().as_secs_f64());
+        let ending = match &config.upstream {
+            Upstream::WebSocket { url, .. } => {
+                match websocket::connect(url, config, &session).await {
+                    Ok(socket) => {
+                        connected(started);
+                        websocket::relay(socket, &session).await
+                    }
+                    Err(error) => return self.unavailable(&session, &error),
+                }
+            }
+            Upstream::Tcp { address } => {
+                match tcp::connect(address, config.connect_timeout).await {
+                    Ok(stream) => {
+                        connected(started);
+                        tcp::relay(stream, &session, config.max_message_bytes).await
+                    }
+                    Err(error) => return self.unavailable(&session, &error),
+                }
+            }
+        };
+        match ending {
+            Ending::SessionClosed => log::debug!(
+                "relay {}: session {} closed ({:?}); upstream closed",
+                session.peer().path(),
+                session.id(),
+                session.close_reason()
+            ),
+            Ending::UpstreamClosed(code, reason) => {
+                let (code, reason) = close_from_upstream(code, &reason);
+                session.close(code, &reason);
+            }
+            Ending::UpstreamFailed(reason, detail) => {
+                metrics.relay_failed("relay");
+                log::warn!(
+                    "relay {}: connection to {} failed: {detail}",
+                    session.peer().path(),
+                    config.upstream
+                );
+                session.close(UPSTREAM_ERROR, reason);
+            }
+        }
+    }
+}
