@@ -36,7 +36,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,proxies,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,proxies,relay,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -295,6 +295,31 @@ async function runMatrix(gw, pageOrigin) {
   }
 }
 
+// ------------------------------------------------------------------ relay
+// A second gateway relays /relay-echo and /relay-close to the raw WebSocket
+// endpoints of the first (its /echo and /close services as plain WebSocket
+// upstreams): the browser speaks SockJS to the relay on every transport.
+async function runRelay(upstream, pageOrigin, logDir) {
+  const ws = `ws://127.0.0.1:${upstream.port}`;
+  const relay = await procs.startGateway(GATEWAY_BIN, [
+    '--relay', `/relay-echo=${ws}/echo/websocket`,
+    '--relay', `/relay-close=${ws}/close/websocket`,
+  ], path.join(logDir, 'relay-gateway.log'));
+  const origin = `http://127.0.0.1:${relay.port}`;
+  section(`relay: page ${pageOrigin}, gateway ${origin} relaying to ${ws}/echo/websocket and ${ws}/close/websocket`);
+  const harness = `${pageOrigin}/harness.html`;
+  for (const t of [...CROSS_ORIGIN_TRANSPORTS, null]) {
+    const label = `relay/${t || 'default negotiation'}`;
+    if (TRANSPORT_FILTER && !TRANSPORT_FILTER.has(t || 'websocket') && !TRANSPORT_FILTER.has(label)) continue;
+    const options = t ? { timeout: 5000 } : undefined;
+    const transports = t ? [t] : null;
+    const expect = t || 'websocket';
+    report(label, 'echo-batch', await runInPage(harness, 'echoBatch', { url: `${origin}/relay-echo`, transports, expect, options }));
+    report(label, 'server-close', await runInPage(harness, 'serverClose', { url: `${origin}/relay-close`, transports, expect, options }));
+  }
+  return relay;
+}
+
 // ------------------------------------------------------------------ proxies
 async function runProxies(gw, pageOrigin) {
   if (!fs.existsSync(NGINX)) throw new Error(`nginx not found at ${NGINX} (apt-get install -y nginx)`);
@@ -448,6 +473,7 @@ async function main() {
   tmpDirs.push(logDir);
   const gw = await procs.startGateway(GATEWAY_BIN, [], path.join(logDir, 'gateway.log'));
   console.log(`gateway: ${GATEWAY_BIN} ${gw.args.join(' ')} -> port ${gw.port} (pid ${gw.child.pid})`);
+  const gatewayLogs = [['gateway', path.join(logDir, 'gateway.log'), gw]];
 
   const page = await procs.startPageServer({
     '/harness.html': path.join(PAGE_DIR, 'harness.html'),
@@ -467,6 +493,10 @@ async function main() {
 
   if (ONLY.has('matrix')) await runMatrix(gw, pageOrigin);
   if (ONLY.has('proxies')) await runProxies(gw, pageOrigin);
+  if (ONLY.has('relay')) {
+    const relay = await runRelay(gw, pageOrigin, logDir);
+    gatewayLogs.push(['relay gateway', path.join(logDir, 'relay-gateway.log'), relay]);
+  }
   if (ONLY.has('demo')) {
     section(`demo page: http://127.0.0.1:${gw.port}/${DEMO_FROM_FILE ? ' (demo.html answered from the file, --demo-from-file)' : ''}`);
     const demoFile = path.join(ROOT, 'src/bin/sockjs-gateway/demo.html');
@@ -475,13 +505,14 @@ async function main() {
       report('demo', r.check, r);
     }
   }
-  const gwLog = fs.readFileSync(path.join(logDir, 'gateway.log'), 'utf8');
-  const panics = gwLog.split('\n').filter((l) => /panicked at|ERROR/.test(l));
-  if (panics.length) {
-    report('gateway', 'log', { ok: false, reason: `the gateway logged ${panics.length} panic/error line(s), first: ${panics[0].slice(0, 300)}` });
-  }
-  if (gw.child.exited) {
-    report('gateway', 'alive', { ok: false, reason: `the gateway exited during the run: ${JSON.stringify(gw.child.exited)}` });
+  for (const [name, logFile, proc] of gatewayLogs) {
+    const panics = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => /panicked at|ERROR/.test(l));
+    if (panics.length) {
+      report(name, 'log', { ok: false, reason: `the ${name} logged ${panics.length} panic/error line(s), first: ${panics[0].slice(0, 300)}` });
+    }
+    if (proc.child.exited) {
+      report(name, 'alive', { ok: false, reason: `the ${name} exited during the run: ${JSON.stringify(proc.child.exited)}` });
+    }
   }
   clearTimeout(budget);
 }
