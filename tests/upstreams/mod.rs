@@ -75,13 +75,18 @@ fn listen() -> (TcpListener, u16) {
 ///   300 ms (reported as `Blocked`, as is 1 GiB written), then reads on;
 /// - `bye`: closes with no code.
 pub fn websocket() -> Upstream {
+    serve_each_connection(serve_websocket)
+}
+
+/// Listens on loopback and runs `serve` on a thread per connection.
+fn serve_each_connection(serve: fn(TcpStream, mpsc::Sender<Seen>)) -> Upstream {
     let (listener, port) = listen();
     let (tx, seen) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
             let tx = tx.clone();
-            std::thread::spawn(move || serve_websocket(stream, tx));
+            std::thread::spawn(move || serve(stream, tx));
         }
     });
     Upstream { port, seen }
@@ -171,29 +176,17 @@ fn flood(socket: &mut tungstenite::WebSocket<TcpStream>, tx: &mpsc::Sender<Seen>
 /// A TCP upstream of newline-delimited text: answers each line with
 /// `up:LINE`; the line `bye` makes it end the connection.
 pub fn lines() -> Upstream {
-    let (listener, port) = listen();
-    let (tx, seen) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { break };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(Seen::Connected(Vec::new()));
-                let mut writer = stream.try_clone().unwrap();
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if line == "bye" {
-                        break;
-                    }
-                    if writeln!(writer, "up:{line}").is_err() {
-                        break;
-                    }
-                }
-                let _ = tx.send(Seen::Closed(None));
-            });
+    serve_each_connection(|stream, tx| {
+        let _ = tx.send(Seen::Connected(Vec::new()));
+        let mut writer = stream.try_clone().unwrap();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if line == "bye" || writeln!(writer, "up:{line}").is_err() {
+                break;
+            }
         }
-    });
-    Upstream { port, seen }
+        let _ = tx.send(Seen::Closed(None));
+    })
 }
 
 /// A TCP upstream that reads nothing until `release` is sent, then reads
