@@ -1,4 +1,5 @@
-//! The conventional SockJS test services (PROTOCOL.md section 10).
+//! The services the gateway can run: the conventional SockJS test services
+//! (PROTOCOL.md section 10) and relays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,29 +8,32 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
-pub fn all(base: &Options, metrics: &Metrics) -> Vec<SockJs> {
-    let mut disabled_websocket = base.clone();
-    disabled_websocket.transports.websocket = false;
-    let cookie_needed = Options {
-        cookie_needed: true,
-        ..base.clone()
+use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
+
+/// The service described by `settings`, counting into `metrics`.
+pub fn build(settings: &ServiceSettings, metrics: &Metrics) -> SockJs {
+    let options = settings.options.clone();
+    let service = match &settings.kind {
+        ServiceKind::Relay(spec) => return relay(spec, options, metrics),
+        ServiceKind::Local { prefix, handler } => match handler {
+            Handler::Echo => SockJs::new(prefix, options, echo),
+            Handler::Close => SockJs::new(prefix, options, close),
+            Handler::Ticker => SockJs::new(prefix, options, ticker),
+            Handler::Amplify => SockJs::new(prefix, options, amplify),
+            Handler::Broadcast => broadcast(prefix, options),
+        },
     };
-    let echo_options = Options {
-        response_limit: 4096,
-        ..base.clone()
-    };
-    vec![
-        SockJs::new("/echo", echo_options, echo),
-        SockJs::new("/disabled_websocket_echo", disabled_websocket, echo),
-        SockJs::new("/cookie_needed_echo", cookie_needed, echo),
-        SockJs::new("/close", base.clone(), close),
-        SockJs::new("/ticker", base.clone(), ticker),
-        SockJs::new("/amplify", base.clone(), amplify),
-        broadcast(base.clone()),
-    ]
-    .into_iter()
-    .map(|service| service.with_metrics(metrics))
-    .collect()
+    service.with_metrics(metrics)
+}
+
+/// A relay service. This build has no relay: it refuses to start.
+pub fn relay(spec: &RelaySpec, _options: Options, _metrics: &Metrics) -> SockJs {
+    log::error!(
+        "{} -> {}: relay services are not available in this build",
+        spec.prefix,
+        spec.upstream
+    );
+    std::process::exit(2)
 }
 
 async fn echo(session: Session) {
@@ -84,9 +88,9 @@ async fn amplify(session: Session) {
 pub const TOO_SLOW: (u16, &str) = (4009, "Too slow to keep up");
 
 /// Every message goes to every open session of the service.
-fn broadcast(options: Options) -> SockJs {
+fn broadcast(prefix: &str, options: Options) -> SockJs {
     let members: Arc<Mutex<HashMap<ConnectionId, Session>>> = Arc::default();
-    SockJs::new("/broadcast", options, move |session: Session| {
+    SockJs::new(prefix, options, move |session: Session| {
         let members = members.clone();
         async move {
             members.lock().insert(session.id(), session.clone());
