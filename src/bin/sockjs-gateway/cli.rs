@@ -33,6 +33,15 @@ pub struct Cli {
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key);
+    /// HTTP/2 is offered by ALPN.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Idle time before a heartbeat frame, e.g. 25s or 500ms (default 25s); 0
     /// turns heartbeats off.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

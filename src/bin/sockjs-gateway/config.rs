@@ -32,10 +32,19 @@ pub struct ConfigFile {
     pub trusted_proxies: Option<Vec<Cidr>>,
     #[serde(default, deserialize_with = "sockjs_url")]
     pub sockjs_url: Option<String>,
+    pub tls: Option<TlsFiles>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceTable>,
+}
+
+/// `[tls]`: PEM files; relative paths are taken from the file's directory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// What a `[[service]]` runs.
@@ -143,7 +152,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// Reads and checks the file.
+/// Reads and checks the file; relative TLS paths come back resolved
+/// against the file's directory.
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
         path: path.to_owned(),
@@ -155,9 +165,14 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         position: span.map(|span| line_and_column(&text, span.start)),
         reason,
     };
-    let file: ConfigFile = toml::from_str(&text)
+    let mut file: ConfigFile = toml::from_str(&text)
         .map_err(|error| refuse(error.span(), error.message().trim_end().to_owned()))?;
     check(&file, &text).map_err(|(span, reason)| refuse(Some(span), reason))?;
+    if let Some(tls) = &mut file.tls {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        tls.cert = dir.join(&tls.cert);
+        tls.key = dir.join(&tls.key);
+    }
     Ok(file)
 }
 

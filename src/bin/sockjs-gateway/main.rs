@@ -5,6 +5,7 @@ mod config;
 mod observability;
 mod services;
 mod settings;
+mod tls;
 mod values;
 
 use std::time::Duration;
@@ -26,6 +27,12 @@ async fn main() -> std::io::Result<()> {
         None => config::ConfigFile::default(),
     };
     let settings = Settings::resolve(&cli, file);
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .unwrap_or_else(|error| refuse_to_start(error));
     let metrics = Metrics::new();
     let health = observability::Health::default();
     let services: Vec<SockJs> = settings
@@ -69,12 +76,15 @@ async fn main() -> std::io::Result<()> {
         server = server.workers(workers.get());
     }
     for addr in &settings.listen {
-        server = server.bind(addr)?;
+        server = match &tls {
+            Some(tls) => server.bind_rustls_0_23(addr, tls.clone())?,
+            None => server.bind(addr)?,
+        };
     }
     let addrs: Vec<String> = server
-        .addrs()
+        .addrs_with_scheme()
         .iter()
-        .map(|a| format!("http://{a}"))
+        .map(|(addr, scheme)| format!("{scheme}://{addr}"))
         .collect();
     log::info!(
         "sockjs-gateway listening on {}; serving {}",

@@ -9,8 +9,8 @@ use std::time::Duration;
 use sockjs_gateway::{Options, OriginPolicy, DEFAULT_SOCKJS_URL};
 
 use crate::cli::{given, Cli};
-pub use crate::config::ServiceOptions;
 use crate::config::{ConfigFile, Kind, ServiceTable};
+pub use crate::config::{ServiceOptions, TlsFiles};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +22,7 @@ pub struct Settings {
     pub workers: Option<NonZeroUsize>,
     pub metrics: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
+    pub tls: Option<TlsFiles>,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -110,6 +111,13 @@ impl Settings {
         let listen = given(&cli.listen)
             .or(file.listen.map(|listen| listen.into_inner()))
             .unwrap_or_else(|| vec![DEFAULT_LISTEN.parse().expect("a valid default address")]);
+        let tls = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => file.tls,
+        };
         Settings {
             listen,
             workers: cli.workers.or(file.workers),
@@ -118,6 +126,7 @@ impl Settings {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            tls,
             services,
         }
     }
@@ -273,6 +282,8 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use clap::Parser;
 
     use super::*;
@@ -391,5 +402,19 @@ mod tests {
             .position(|s| s.prefix().starts_with("/echo"))
             .unwrap();
         assert_eq!(settings.services[first_echo].prefix(), "/echo/v2");
+    }
+
+    #[test]
+    fn tls_flags_replace_the_file_section() {
+        let file = "[tls]\ncert = \"a.pem\"\nkey = \"b.pem\"\n";
+        assert_eq!(resolve(&[], file).tls.unwrap().cert, PathBuf::from("a.pem"));
+        let flagged = resolve(&["--tls-cert", "c.pem", "--tls-key", "d.pem"], file);
+        assert_eq!(
+            flagged.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "d.pem".into()
+            })
+        );
     }
 }
