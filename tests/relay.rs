@@ -468,7 +468,7 @@ fn bad_relay_flags_are_refused_at_start() {
     for (flag, reason) in [
         ("/app=http://127.0.0.1:1/", "ws://, wss:// or tcp://"),
         ("/app", "PREFIX=URL"),
-        ("app=ws://127.0.0.1:1/", "must start with /"),
+        ("app=ws://127.0.0.1:1/", "starts with /"),
         ("/app=tcp://127.0.0.1", "HOST:PORT"),
     ] {
         let log = support::expect_start_refused(&["--relay", flag]);

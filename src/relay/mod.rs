@@ -46,7 +46,7 @@ struct RelayConfig {
     connect_timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
     max_message_bytes: usize,
-    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// How a relayed session ended, for the logs.

@@ -46,9 +46,9 @@ impl Upstream {
                 if rest != authority {
                     return Err(format!("`{text}`: a tcp:// upstream is HOST:PORT, no path"));
                 }
-                let port_ok = authority
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                let port_ok = authority.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
                 if !port_ok {
                     return Err(format!("`{text}`: a tcp:// upstream needs HOST:PORT"));
                 }
@@ -232,6 +232,12 @@ mod tests {
             })
         );
         assert_eq!(
+            Upstream::parse("tcp://[::1]:7000"),
+            Ok(Upstream::Tcp {
+                address: "[::1]:7000".into()
+            })
+        );
+        assert_eq!(
             Upstream::parse("tcp://localhost:7000"),
             Ok(Upstream::Tcp {
                 address: "localhost:7000".into()
@@ -244,6 +250,7 @@ mod tests {
             "ws:///path",
             "tcp://host",
             "tcp://host:99999",
+            "tcp://host:0",
             "tcp://host:80/path",
             "tcp://:80",
         ] {

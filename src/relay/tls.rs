@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 pub(super) fn client_config(extra_roots: Vec<CertificateDer<'static>>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();

@@ -44,10 +44,24 @@ pub fn cors(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
 }
 
 /// `JSESSIONID=VALUE; path=/`, with the request's own value or `dummy`.
+/// Over TLS it also carries `SameSite=None; Secure`: the SockJS client may
+/// run on another site (browsers send a cross-site cookie only when it says
+/// `SameSite=None`, which they accept only with `Secure`). Whether the
+/// request came over TLS is what actix served it with, never a header a
+/// client or proxy could set.
 pub fn set_jsessionid(headers: &mut HeaderMap, req: &HttpRequest) {
     let value = request_cookie(req, "JSESSIONID").unwrap_or_else(|| "dummy".to_owned());
-    if let Ok(cookie) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
+    let cookie = jsessionid_cookie(&value, req.app_config().secure());
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         headers.insert(header::SET_COOKIE, cookie);
+    }
+}
+
+fn jsessionid_cookie(value: &str, over_tls: bool) -> String {
+    if over_tls {
+        format!("JSESSIONID={value}; path=/; SameSite=None; Secure")
+    } else {
+        format!("JSESSIONID={value}; path=/")
     }
 }
 
@@ -70,4 +84,18 @@ fn is_cookie_value(value: &str) -> bool {
             || (0x3c..=0x5b).contains(&b)
             || (0x5d..=0x7e).contains(&b)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jsessionid_cookie_is_cross_site_and_secure_over_tls_only() {
+        assert_eq!(jsessionid_cookie("abc", false), "JSESSIONID=abc; path=/");
+        assert_eq!(
+            jsessionid_cookie("abc", true),
+            "JSESSIONID=abc; path=/; SameSite=None; Secure"
+        );
+    }
 }

@@ -71,12 +71,15 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(port) = parse_listening_port(&line) {
+                let port = parse_listening_port(&line);
+                // Logged before the port is handed over, so the listening
+                // line is in `log()` as soon as `start_with` returns.
+                thread_log.lock().unwrap().push(line);
+                if let Some(port) = port {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(port);
                     }
                 }
-                thread_log.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -86,7 +89,7 @@ impl Server {
                 let _ = child.wait();
                 let lines = log.lock().unwrap().join("\n");
                 panic!(
-                    "sockjs-gateway did not print `listening on http://127.0.0.1:PORT` ({e}); \
+                    "sockjs-gateway did not print `listening on http(s)://127.0.0.1:PORT` ({e}); \
                      stderr so far:\n{lines}"
                 );
             }
@@ -197,9 +200,12 @@ impl Drop for Server {
     }
 }
 
+/// The port of the gateway's `listening on http://ADDR` (or `https://ADDR`
+/// over TLS) log line.
 fn parse_listening_port(line: &str) -> Option<u16> {
-    let idx = line.find("listening on http://")?;
-    let rest = &line[idx + "listening on http://".len()..];
+    let rest = ["listening on http://", "listening on https://"]
+        .iter()
+        .find_map(|marker| line.find(marker).map(|idx| &line[idx + marker.len()..]))?;
     let addr: String = rest
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '/')

@@ -1,59 +1,92 @@
-//! Command-line flags.
+//! Command-line flags. Every setting flag is optional with no clap default,
+//! so the settings can tell a flag that was given (it overrides the file)
+//! from one that was not; the defaults live in `settings.rs`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 
+use crate::settings::{RelaySpec, ServiceOptions};
+use crate::values::{
+    parse_binding, parse_duration, parse_header_name, parse_origin, parse_overflow, parse_prefix,
+    parse_sockjs_url, parse_upstream,
+};
+
 /// A SockJS server and gateway. With no flags it serves the conventional
 /// SockJS test services (/echo, /disabled_websocket_echo, /cookie_needed_echo,
-/// /close, /ticker, /amplify, /broadcast) on 127.0.0.1:8081.
+/// /close, /ticker, /amplify, /broadcast) on 127.0.0.1:8081. Flags override
+/// the --config file.
 #[derive(Debug, Parser)]
 #[command(name = "sockjs-gateway", version)]
 pub struct Cli {
-    /// Address to listen on; repeat for several.
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    /// A TOML file describing listen addresses, services and their options,
+    /// TLS and metrics (see examples/gateway.toml). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on; repeat for several (default 127.0.0.1:8081).
+    /// Replaces the file's list.
+    #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
-    /// Idle time before a heartbeat frame, e.g. 25s or 500ms; 0 turns heartbeats off.
-    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
-    pub heartbeat_delay: Duration,
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key);
+    /// HTTP/2 is offered by ALPN.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
 
-    /// How long a session with no receiver lives before it is closed.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub disconnect_delay: Duration,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
-    /// Client library URL for the iframe page (must start with / or http).
-    #[arg(long, value_name = "URL", default_value = sockjs_gateway::DEFAULT_SOCKJS_URL, value_parser = parse_sockjs_url)]
-    pub sockjs_url: String,
+    /// Idle time before a heartbeat frame, e.g. 25s or 500ms (default 25s); 0
+    /// turns heartbeats off.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_delay: Option<Duration>,
 
-    /// Bound on a session's messages waiting for its client, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
-    pub max_queued_bytes: usize,
+    /// How long a session with no receiver lives before it is closed
+    /// (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub disconnect_delay: Option<Duration>,
 
-    /// Bound on one inbound message or send body, in bytes (larger bodies get 413).
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
-    pub max_message_bytes: usize,
+    /// Client library URL for the iframe page, starting with / or http
+    /// (default /lib/sockjs.min.js).
+    #[arg(long, value_name = "URL", value_parser = parse_sockjs_url)]
+    pub sockjs_url: Option<String>,
+
+    /// Bound on a session's messages waiting for its client, in bytes
+    /// (default 1048576).
+    #[arg(long, value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
+
+    /// Bound on one inbound message or send body, in bytes; larger bodies get
+    /// 413 (default 1048576).
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
 
     /// A session whose client takes none of its queued messages for this long
-    /// is closed with 4008 "Send timeout"; 0 waits for ever.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub send_timeout: Duration,
+    /// is closed with 4008 "Send timeout"; 0 waits for ever (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub send_timeout: Option<Duration>,
 
-    /// How long an xhr_send/jsonp_send body may take to arrive (slower: 408).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub body_timeout: Duration,
+    /// How long an xhr_send/jsonp_send body may take to arrive; slower: 408
+    /// (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
 
-    /// What a full outgoing queue does: `close` (senders wait, a stalled client
-    /// is closed) or `drop-oldest` (the oldest queued messages are dropped, counted).
-    #[arg(long, value_name = "POLICY", default_value = "close", value_parser = parse_overflow)]
-    pub overflow: Overflow,
+    /// What a full outgoing queue does: `close` (the default: senders wait, a
+    /// stalled client is closed) or `drop-oldest` (the oldest queued messages
+    /// are dropped, counted).
+    #[arg(long, value_name = "POLICY", value_parser = parse_overflow)]
+    pub overflow: Option<Overflow>,
 
     /// A page origin allowed to use the services, e.g. https://app.example.com
     /// or https://*.example.com; repeatable. Default: every origin. Refused
     /// origins get 403 on every transport and WebSocket handshake.
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
     /// Keep jsonp-polling on under --allowed-origin (its requests carry no
@@ -72,31 +105,19 @@ pub struct Cli {
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<Cidr>,
 
-    /// At most this many live sessions per service; new ones beyond get 503.
+    /// At most this many live sessions per service; new ones beyond get 503
+    /// (default: no cap).
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
 
-    /// On SIGTERM or Ctrl-C: how long to let sessions take their close frame
-    /// (1001) before the process exits.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
-    /// Serve Prometheus metrics at /metrics and a health check at /healthz
-    /// (200 while accepting, 503 while shutting down) on this address.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
-
-    /// Relay a SockJS service to an upstream: `PREFIX=ws://HOST:PORT/PATH`,
-    /// `PREFIX=wss://...` or `PREFIX=tcp://HOST:PORT` (newline-delimited
-    /// text). Each session gets its own upstream connection. Repeatable; a
-    /// relay at a built-in service's prefix replaces that service.
+    /// A relay service: sessions at PREFIX are forwarded to URL (ws://, wss://
+    /// or tcp://HOST:PORT); repeatable.
     #[arg(long = "relay", value_name = "PREFIX=URL", value_parser = parse_relay)]
     pub relays: Vec<RelaySpec>,
 
-    /// A request header passed on to every relay's upstream handshake, such
-    /// as Cookie or Authorization; repeatable. X-Forwarded-For and
-    /// X-Forwarded-Proto are always sent.
-    #[arg(long = "relay-forward-header", value_name = "NAME")]
+    /// A request header every relay service passes on to its upstream;
+    /// repeatable. Replaces the file's forward_headers.
+    #[arg(long = "relay-forward-header", value_name = "NAME", value_parser = parse_header_name)]
     pub relay_forward_headers: Vec<String>,
 
     /// A PEM file of certificate authorities trusted for wss:// upstreams,
@@ -104,77 +125,57 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub relay_ca: Option<String>,
 
+    /// On SIGTERM or Ctrl-C: how long to let sessions take their close frame
+    /// (1001) before the process exits (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz
+    /// (200 while accepting, 503 while shutting down) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+    pub workers: Option<NonZeroUsize>,
 }
 
-/// `250ms`, `5s`, `1.5s`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 5s or 200ms"))?;
-    if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
-        return Err(format!("`{text}` is out of range (0 to 24 hours)"));
+impl Cli {
+    /// The per-service options given as flags: they override every service's.
+    pub fn service_options(&self) -> ServiceOptions {
+        ServiceOptions {
+            heartbeat_delay: self.heartbeat_delay,
+            disconnect_delay: self.disconnect_delay,
+            max_queued_bytes: self.max_queued_bytes,
+            max_message_bytes: self.max_message_bytes,
+            send_timeout: self.send_timeout,
+            body_timeout: self.body_timeout,
+            overflow: self.overflow,
+            allowed_origins: given(&self.allowed_origins),
+            allow_jsonp: self.allow_jsonp.then_some(true),
+            bind_session: self.bind_session.clone(),
+            max_sessions: self.max_sessions,
+            ..ServiceOptions::default()
+        }
     }
-    Ok(Duration::from_secs_f64(value * scale))
 }
 
-/// One `--relay PREFIX=URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelaySpec {
-    pub prefix: String,
-    pub upstream: String,
+/// A repeatable flag counts as given when it was given at least once.
+pub fn given<T: Clone>(values: &[T]) -> Option<Vec<T>> {
+    (!values.is_empty()).then(|| values.to_vec())
 }
 
+/// `PREFIX=URL`, both validated as in the file.
 fn parse_relay(text: &str) -> Result<RelaySpec, String> {
-    let (prefix, upstream) = text
-        .split_once('=')
-        .ok_or("a relay is PREFIX=URL, e.g. /app=ws://127.0.0.1:9000/")?;
-    if !prefix.starts_with('/') || prefix.len() < 2 {
-        return Err(format!(
-            "the relay prefix `{prefix}` must start with / and name a path"
-        ));
-    }
-    sockjs_gateway::relay::Upstream::parse(upstream)?;
+    let (prefix, upstream) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: a relay is PREFIX=URL, e.g. /app=ws://127.0.0.1:9000/")
+    })?;
     Ok(RelaySpec {
-        prefix: prefix.trim_end_matches('/').to_owned(),
-        upstream: upstream.to_owned(),
+        prefix: parse_prefix(prefix)?,
+        upstream: parse_upstream(upstream)?,
+        forward_headers: Vec::new(),
+        trusted_ca: None,
     })
-}
-
-fn parse_overflow(text: &str) -> Result<Overflow, String> {
-    match text {
-        "close" => Ok(Overflow::Close),
-        "drop-oldest" => Ok(Overflow::DropOldest),
-        _ => Err("the overflow policy is `close` or `drop-oldest`".to_owned()),
-    }
-}
-
-fn parse_binding(text: &str) -> Result<SessionBinding, String> {
-    match text.split_once(':') {
-        None if text == "ip" => Ok(SessionBinding::ClientIp),
-        None if text == "cookie" => Ok(SessionBinding::Cookie("JSESSIONID".to_owned())),
-        Some(("cookie", name)) if !name.is_empty() => Ok(SessionBinding::Cookie(name.to_owned())),
-        _ => Err("bind sessions to `ip`, `cookie` or `cookie:NAME`".to_owned()),
-    }
-}
-
-fn parse_sockjs_url(text: &str) -> Result<String, String> {
-    if text.starts_with('/') || text.starts_with("http") {
-        Ok(text.to_owned())
-    } else {
-        Err("the client library URL must start with / or http".to_owned())
-    }
 }
 
 #[cfg(test)]
@@ -182,24 +183,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("soon").is_err());
+    fn relays() {
+        let relay = parse_relay("/app=ws://127.0.0.1:9000/socket").unwrap();
+        assert_eq!(relay.prefix, "/app");
+        assert_eq!(relay.upstream, "ws://127.0.0.1:9000/socket");
+        assert!(parse_relay("/app").is_err());
+        assert!(parse_relay("app=ws://h/").is_err());
+        assert!(parse_relay("/app=http://h/").is_err());
     }
 
     #[test]
-    fn relays() {
-        let spec = parse_relay("/app/=ws://127.0.0.1:9000/x").unwrap();
-        assert_eq!(spec.prefix, "/app");
-        assert_eq!(spec.upstream, "ws://127.0.0.1:9000/x");
-        assert!(parse_relay("/app").is_err());
-        assert!(parse_relay("app=ws://h/").is_err());
-        assert!(parse_relay("/=ws://h/").is_err());
-        assert!(parse_relay("/app=http://h/").is_err());
+    fn flags_not_given_are_none() {
+        let cli = Cli::parse_from(["sockjs-gateway"]);
+        assert!(cli.listen.is_empty());
+        assert_eq!(cli.heartbeat_delay, None);
+        assert_eq!(cli.service_options().allow_jsonp, None);
+        let cli = Cli::parse_from(["sockjs-gateway", "--heartbeat-delay", "1s", "--allow-jsonp"]);
+        let options = cli.service_options();
+        assert_eq!(options.heartbeat_delay, Some(Duration::from_secs(1)));
+        assert_eq!(options.allow_jsonp, Some(true));
     }
 }

@@ -1,48 +1,46 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
 mod cli;
+mod config;
 mod observability;
 mod services;
+mod settings;
+mod tls;
+mod values;
 
 use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
-use sockjs_gateway::{Metrics, Options, OriginPolicy};
+use sockjs_gateway::{Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
+
+use crate::settings::Settings;
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = cli::Cli::parse();
-    let options = Options {
-        heartbeat_delay: cli.heartbeat_delay,
-        disconnect_delay: cli.disconnect_delay,
-        sockjs_url: cli.sockjs_url.clone(),
-        max_queued_bytes: cli.max_queued_bytes,
-        max_message_bytes: cli.max_message_bytes,
-        send_timeout: cli.send_timeout,
-        overflow: cli.overflow,
-        body_timeout: cli.body_timeout,
-        max_sessions: cli.max_sessions,
-        origins: OriginPolicy::allow_only(&cli.allowed_origins),
-        jsonp_with_origin_policy: cli.allow_jsonp,
-        bind_session: cli.bind_session.clone(),
-        trusted_proxies: cli.trusted_proxies.clone(),
-        ..Options::default()
+    let file = match &cli.config {
+        Some(path) => config::load(path).unwrap_or_else(|error| refuse_to_start(error)),
+        None => config::ConfigFile::default(),
     };
+    let settings = Settings::resolve(&cli, file);
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .unwrap_or_else(|error| refuse_to_start(error));
     let metrics = Metrics::new();
     let health = observability::Health::default();
-    let services = services::all(&options, &metrics);
-    let relays = match services::relays(&cli, &options, &metrics) {
-        Ok(relays) => relays,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(2);
-        }
-    };
-    let services = services::replace_by_prefix(services, relays);
+    let services: Vec<SockJs> = settings
+        .services
+        .iter()
+        .map(|service| services::build(service, &metrics))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|error| refuse_to_start(error));
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
     let services_to_stop = services.clone();
 
@@ -75,16 +73,19 @@ async fn main() -> std::io::Result<()> {
     // Signals are ours: sessions get their close frames before actix stops.
     .disable_signals()
     .shutdown_timeout(1);
-    if let Some(workers) = cli.workers {
-        server = server.workers(workers);
+    if let Some(workers) = settings.workers {
+        server = server.workers(workers.get());
     }
-    for addr in &cli.listen {
-        server = server.bind(addr)?;
+    for addr in &settings.listen {
+        server = match &tls {
+            Some(tls) => server.bind_rustls_0_23(addr, tls.clone())?,
+            None => server.bind(addr)?,
+        };
     }
     let addrs: Vec<String> = server
-        .addrs()
+        .addrs_with_scheme()
         .iter()
-        .map(|a| format!("http://{a}"))
+        .map(|(addr, scheme)| format!("{scheme}://{addr}"))
         .collect();
     log::info!(
         "sockjs-gateway listening on {}; serving {}",
@@ -93,12 +94,12 @@ async fn main() -> std::io::Result<()> {
     );
     let server = server.run();
     let handle = server.handle();
-    let metrics_server = match cli.metrics {
+    let metrics_server = match settings.metrics {
         Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),
         None => None,
     };
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
-    let shutdown_timeout = cli.shutdown_timeout;
+    let shutdown_timeout = settings.shutdown_timeout;
     actix_rt::spawn(async move {
         let signal = stop_signal().await;
         log::info!("{signal}: closing every session (within {shutdown_timeout:?}), then stopping");
@@ -117,6 +118,13 @@ async fn main() -> std::io::Result<()> {
             .map(drop),
         None => server.await,
     }
+}
+
+/// A configuration the gateway cannot start with: said on stderr, exit 2
+/// (as for a bad flag), nothing served.
+fn refuse_to_start(error: impl std::fmt::Display) -> ! {
+    eprintln!("error: {error}");
+    std::process::exit(2)
 }
 
 /// A page to try every service and transport by hand.

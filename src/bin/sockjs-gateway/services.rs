@@ -1,4 +1,5 @@
-//! The conventional SockJS test services (PROTOCOL.md section 10).
+//! The services the gateway can run: the conventional SockJS test services
+//! (PROTOCOL.md section 10) and relays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,31 +9,35 @@ use parking_lot::Mutex;
 use sockjs_gateway::relay::Relay;
 use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
-use crate::cli::Cli;
+use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
 
-pub fn all(base: &Options, metrics: &Metrics) -> Vec<SockJs> {
-    let mut disabled_websocket = base.clone();
-    disabled_websocket.transports.websocket = false;
-    let cookie_needed = Options {
-        cookie_needed: true,
-        ..base.clone()
+/// The service described by `settings`, counting into `metrics`.
+pub fn build(settings: &ServiceSettings, metrics: &Metrics) -> Result<SockJs, String> {
+    let options = settings.options.clone();
+    let service = match &settings.kind {
+        ServiceKind::Relay(spec) => relay(spec, options)?,
+        ServiceKind::Local { prefix, handler } => match handler {
+            Handler::Echo => SockJs::new(prefix, options, echo),
+            Handler::Close => SockJs::new(prefix, options, close),
+            Handler::Ticker => SockJs::new(prefix, options, ticker),
+            Handler::Amplify => SockJs::new(prefix, options, amplify),
+            Handler::Broadcast => broadcast(prefix, options),
+        },
     };
-    let echo_options = Options {
-        response_limit: 4096,
-        ..base.clone()
-    };
-    vec![
-        SockJs::new("/echo", echo_options, echo),
-        SockJs::new("/disabled_websocket_echo", disabled_websocket, echo),
-        SockJs::new("/cookie_needed_echo", cookie_needed, echo),
-        SockJs::new("/close", base.clone(), close),
-        SockJs::new("/ticker", base.clone(), ticker),
-        SockJs::new("/amplify", base.clone(), amplify),
-        broadcast(base.clone()),
-    ]
-    .into_iter()
-    .map(|service| service.with_metrics(metrics))
-    .collect()
+    Ok(service.with_metrics(metrics))
+}
+
+/// A relay service: each session gets its own connection to the upstream.
+fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
+    let mut relay = Relay::new(&spec.upstream)?;
+    for header in &spec.forward_headers {
+        relay = relay.forward_header(header);
+    }
+    if let Some(ca) = &spec.trusted_ca {
+        relay = relay.trust_pem_file(ca)?;
+    }
+    log::info!("relay {} -> {}", spec.prefix, relay.upstream());
+    Ok(relay.service(&spec.prefix, options))
 }
 
 async fn echo(session: Session) {
@@ -81,45 +86,15 @@ async fn amplify(session: Session) {
     }
 }
 
-/// The `--relay` services, each counted in `metrics`.
-pub fn relays(cli: &Cli, base: &Options, metrics: &Metrics) -> Result<Vec<SockJs>, String> {
-    cli.relays
-        .iter()
-        .map(|spec| {
-            let mut relay = Relay::new(&spec.upstream)?;
-            for header in &cli.relay_forward_headers {
-                relay = relay.forward_header(header);
-            }
-            if let Some(ca) = &cli.relay_ca {
-                relay = relay.trust_pem_file(ca)?;
-            }
-            Ok(relay
-                .service(&spec.prefix, base.clone())
-                .with_metrics(metrics))
-        })
-        .collect()
-}
-
-/// `services` with those at the same prefix as one of `replacements`
-/// replaced by it.
-pub fn replace_by_prefix(services: Vec<SockJs>, replacements: Vec<SockJs>) -> Vec<SockJs> {
-    let mut services: Vec<SockJs> = services
-        .into_iter()
-        .filter(|s| !replacements.iter().any(|r| r.prefix() == s.prefix()))
-        .collect();
-    services.extend(replacements);
-    services
-}
-
 /// The close of a broadcast member whose outgoing queue is full: it is closed
 /// rather than allowed to hold up the others (with `--overflow drop-oldest`
 /// its oldest messages are dropped instead).
 pub const TOO_SLOW: (u16, &str) = (4009, "Too slow to keep up");
 
 /// Every message goes to every open session of the service.
-fn broadcast(options: Options) -> SockJs {
+fn broadcast(prefix: &str, options: Options) -> SockJs {
     let members: Arc<Mutex<HashMap<ConnectionId, Session>>> = Arc::default();
-    SockJs::new("/broadcast", options, move |session: Session| {
+    SockJs::new(prefix, options, move |session: Session| {
         let members = members.clone();
         async move {
             members.lock().insert(session.id(), session.clone());

@@ -1,0 +1,424 @@
+//! The gateway's settings, merged from three layers: built-in defaults <
+//! the `--config` file < flags. A flag that was given wins everywhere: over
+//! the file's top-level value, its `[defaults]` and every service's own.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use sockjs_gateway::{Options, OriginPolicy, DEFAULT_SOCKJS_URL};
+
+use crate::cli::{given, Cli};
+use crate::config::{ConfigFile, Kind, ServiceTable};
+pub use crate::config::{ServiceOptions, TlsFiles};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything `main` needs to start.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub workers: Option<NonZeroUsize>,
+    pub metrics: Option<SocketAddr>,
+    pub shutdown_timeout: Duration,
+    pub tls: Option<TlsFiles>,
+    /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
+    pub services: Vec<ServiceSettings>,
+}
+
+/// One service to mount, with its options merged.
+#[derive(Debug)]
+pub struct ServiceSettings {
+    pub kind: ServiceKind,
+    pub options: Options,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceKind {
+    Local { prefix: String, handler: Handler },
+    Relay(RelaySpec),
+}
+
+/// What a service that runs here does with its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Echo,
+    Close,
+    Ticker,
+    Amplify,
+    Broadcast,
+}
+
+/// A relay service: its sessions are forwarded to `upstream`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelaySpec {
+    pub prefix: String,
+    /// `ws://…`, `wss://…` or `tcp://HOST:PORT`, already validated.
+    pub upstream: String,
+    /// Request headers passed on to the upstream.
+    pub forward_headers: Vec<String>,
+    /// A PEM file of extra certificate authorities for `wss://`.
+    pub trusted_ca: Option<String>,
+}
+
+impl ServiceSettings {
+    pub fn prefix(&self) -> &str {
+        self.kind.prefix()
+    }
+}
+
+impl ServiceKind {
+    pub fn prefix(&self) -> &str {
+        match self {
+            ServiceKind::Local { prefix, .. } => prefix,
+            ServiceKind::Relay(spec) => &spec.prefix,
+        }
+    }
+}
+
+/// A service before its options are merged.
+struct Declared {
+    kind: ServiceKind,
+    own: ServiceOptions,
+}
+
+impl Settings {
+    pub fn resolve(cli: &Cli, file: ConfigFile) -> Settings {
+        let flags = cli.service_options();
+        let sockjs_url = cli
+            .sockjs_url
+            .clone()
+            .or(file.sockjs_url.clone())
+            .unwrap_or_else(|| DEFAULT_SOCKJS_URL.to_owned());
+        let trusted_proxies = given(&cli.trusted_proxies)
+            .or(file.trusted_proxies.clone())
+            .unwrap_or_default();
+        let base = Options {
+            sockjs_url,
+            trusted_proxies,
+            ..Options::default()
+        };
+        let mut services: Vec<ServiceSettings> = declared_services(cli, &file)
+            .into_iter()
+            .map(|declared| {
+                let layered = file.defaults.overlaid(&declared.own).overlaid(&flags);
+                ServiceSettings {
+                    kind: declared.kind,
+                    options: layered.applied_to(base.clone()),
+                }
+            })
+            .collect();
+        services.sort_by_key(|s| std::cmp::Reverse(s.prefix().matches('/').count()));
+        let listen = given(&cli.listen)
+            .or(file.listen.map(|listen| listen.into_inner()))
+            .unwrap_or_else(|| vec![DEFAULT_LISTEN.parse().expect("a valid default address")]);
+        let tls = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => file.tls,
+        };
+        Settings {
+            listen,
+            workers: cli.workers.or(file.workers),
+            metrics: cli.metrics.or(file.metrics),
+            shutdown_timeout: cli
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            tls,
+            services,
+        }
+    }
+}
+
+/// The built-in services unless turned off, then the file's (replacing a
+/// built-in of the same prefix), then the `--relay` flags (replacing any).
+fn declared_services(cli: &Cli, file: &ConfigFile) -> Vec<Declared> {
+    let mut services = Vec::new();
+    if file.builtin_services.unwrap_or(true) {
+        services.extend(builtin_services());
+    }
+    let mut add = |declared: Declared| {
+        services.retain(|s: &Declared| s.kind.prefix() != declared.kind.prefix());
+        services.push(declared);
+    };
+    for table in &file.services {
+        add(from_table(table));
+    }
+    for relay in &cli.relays {
+        add(Declared {
+            kind: ServiceKind::Relay(relay.clone()),
+            own: ServiceOptions::default(),
+        });
+    }
+    for service in &mut services {
+        if let ServiceKind::Relay(spec) = &mut service.kind {
+            if let Some(headers) = given(&cli.relay_forward_headers) {
+                spec.forward_headers = headers;
+            }
+            spec.trusted_ca = cli.relay_ca.clone();
+        }
+    }
+    services
+}
+
+fn local(prefix: String, handler: Handler) -> ServiceKind {
+    ServiceKind::Local { prefix, handler }
+}
+
+fn from_table(table: &ServiceTable) -> Declared {
+    let prefix = table.prefix.get_ref().0.clone();
+    let kind = match table.kind.get_ref() {
+        Kind::Relay => ServiceKind::Relay(RelaySpec {
+            prefix,
+            // config::check refuses a relay without an upstream.
+            upstream: table
+                .upstream
+                .as_ref()
+                .map(|u| u.get_ref().0.clone())
+                .unwrap_or_default(),
+            forward_headers: table
+                .forward_headers
+                .as_ref()
+                .map(|headers| headers.get_ref().iter().map(|h| h.0.clone()).collect())
+                .unwrap_or_default(),
+            trusted_ca: None,
+        }),
+        Kind::Echo => local(prefix, Handler::Echo),
+        Kind::Close => local(prefix, Handler::Close),
+        Kind::Ticker => local(prefix, Handler::Ticker),
+        Kind::Amplify => local(prefix, Handler::Amplify),
+        Kind::Broadcast => local(prefix, Handler::Broadcast),
+    };
+    Declared {
+        kind,
+        own: table.options(),
+    }
+}
+
+/// The conventional test services (PROTOCOL.md section 10), with what sets
+/// each apart.
+fn builtin_services() -> Vec<Declared> {
+    let builtin = |prefix: &str, handler, own| Declared {
+        kind: local(prefix.to_owned(), handler),
+        own,
+    };
+    vec![
+        builtin(
+            "/echo",
+            Handler::Echo,
+            ServiceOptions {
+                response_limit: Some(4096),
+                ..Default::default()
+            },
+        ),
+        builtin(
+            "/disabled_websocket_echo",
+            Handler::Echo,
+            ServiceOptions {
+                websocket: Some(false),
+                ..Default::default()
+            },
+        ),
+        builtin(
+            "/cookie_needed_echo",
+            Handler::Echo,
+            ServiceOptions {
+                cookie_needed: Some(true),
+                ..Default::default()
+            },
+        ),
+        builtin("/close", Handler::Close, ServiceOptions::default()),
+        builtin("/ticker", Handler::Ticker, ServiceOptions::default()),
+        builtin("/amplify", Handler::Amplify, ServiceOptions::default()),
+        builtin("/broadcast", Handler::Broadcast, ServiceOptions::default()),
+    ]
+}
+
+impl ServiceOptions {
+    /// `options` with every value these options set.
+    fn applied_to(self, mut options: Options) -> Options {
+        let ServiceOptions {
+            heartbeat_delay,
+            disconnect_delay,
+            response_limit,
+            websocket,
+            cookie_needed,
+            allowed_origins,
+            allow_jsonp,
+            max_sessions,
+            max_queued_bytes,
+            max_message_bytes,
+            send_timeout,
+            body_timeout,
+            overflow,
+            bind_session,
+        } = self;
+        set(&mut options.heartbeat_delay, heartbeat_delay);
+        set(&mut options.disconnect_delay, disconnect_delay);
+        set(&mut options.response_limit, response_limit);
+        set(&mut options.transports.websocket, websocket);
+        set(&mut options.cookie_needed, cookie_needed);
+        set(
+            &mut options.origins,
+            allowed_origins.map(OriginPolicy::allow_only),
+        );
+        set(&mut options.jsonp_with_origin_policy, allow_jsonp);
+        set(&mut options.max_sessions, max_sessions.map(Some));
+        set(&mut options.max_queued_bytes, max_queued_bytes);
+        set(&mut options.max_message_bytes, max_message_bytes);
+        set(&mut options.send_timeout, send_timeout);
+        set(&mut options.body_timeout, body_timeout);
+        set(&mut options.overflow, overflow);
+        set(&mut options.bind_session, bind_session.map(Some));
+        options
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn resolve(args: &[&str], file: &str) -> Settings {
+        let cli = Cli::parse_from(std::iter::once("sockjs-gateway").chain(args.iter().copied()));
+        Settings::resolve(&cli, toml::from_str(file).expect("valid test file"))
+    }
+
+    fn service<'a>(settings: &'a Settings, prefix: &str) -> &'a ServiceSettings {
+        settings
+            .services
+            .iter()
+            .find(|s| s.prefix() == prefix)
+            .unwrap_or_else(|| panic!("no service {prefix}"))
+    }
+
+    const FILE: &str = r#"
+        listen = ["127.0.0.1:9000", "127.0.0.1:9001"]
+        shutdown_timeout = "2s"
+        [defaults]
+        heartbeat_delay = "7s"
+        disconnect_delay = "3s"
+        [[service]]
+        prefix = "/chat"
+        kind = "broadcast"
+        heartbeat_delay = "9s"
+        [[service]]
+        prefix = "/app"
+        kind = "relay"
+        upstream = "tcp://127.0.0.1:7000"
+        forward_headers = ["Cookie"]
+    "#;
+
+    #[test]
+    fn built_in_defaults_then_the_file_then_the_service_then_flags() {
+        let settings = resolve(&[], "");
+        assert_eq!(settings.listen, ["127.0.0.1:8081".parse().unwrap()]);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(settings.services.len(), 7);
+        let echo = &service(&settings, "/echo").options;
+        assert_eq!(echo.response_limit, 4096);
+        assert_eq!(echo.heartbeat_delay, Duration::from_secs(25));
+
+        let settings = resolve(&[], FILE);
+        assert_eq!(settings.listen.len(), 2);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(2));
+        let echo = &service(&settings, "/echo").options;
+        assert_eq!(echo.heartbeat_delay, Duration::from_secs(7));
+        assert_eq!(
+            echo.response_limit, 4096,
+            "a built-in keeps what sets it apart"
+        );
+        let chat = &service(&settings, "/chat").options;
+        assert_eq!(chat.heartbeat_delay, Duration::from_secs(9));
+        assert_eq!(chat.disconnect_delay, Duration::from_secs(3));
+
+        let settings = resolve(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-delay",
+                "1s",
+                "--shutdown-timeout",
+                "1s",
+            ],
+            FILE,
+        );
+        assert_eq!(settings.listen, ["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(1));
+        for service in &settings.services {
+            assert_eq!(service.options.heartbeat_delay, Duration::from_secs(1));
+        }
+        let chat = &service(&settings, "/chat").options;
+        assert_eq!(chat.disconnect_delay, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn relays_from_the_file_and_flags() {
+        let settings = resolve(&[], FILE);
+        let ServiceKind::Relay(app) = &service(&settings, "/app").kind else {
+            panic!("/app is a relay");
+        };
+        assert_eq!(app.upstream, "tcp://127.0.0.1:7000");
+        assert_eq!(app.forward_headers, ["cookie"]);
+
+        let settings = resolve(
+            &[
+                "--relay",
+                "/chat=ws://127.0.0.1:9000/",
+                "--relay-forward-header",
+                "Authorization",
+            ],
+            FILE,
+        );
+        let relays: Vec<&RelaySpec> = settings
+            .services
+            .iter()
+            .filter_map(|s| match &s.kind {
+                ServiceKind::Relay(spec) => Some(spec),
+                ServiceKind::Local { .. } => None,
+            })
+            .collect();
+        assert_eq!(relays.len(), 2, "--relay /chat replaces the file's /chat");
+        for relay in relays {
+            assert_eq!(relay.forward_headers, ["authorization"]);
+        }
+    }
+
+    #[test]
+    fn longer_prefixes_are_mounted_first() {
+        let settings = resolve(&[], "[[service]]\nprefix = \"/echo/v2\"\nkind = \"echo\"\n");
+        let first_echo = settings
+            .services
+            .iter()
+            .position(|s| s.prefix().starts_with("/echo"))
+            .unwrap();
+        assert_eq!(settings.services[first_echo].prefix(), "/echo/v2");
+    }
+
+    #[test]
+    fn tls_flags_replace_the_file_section() {
+        let file = "[tls]\ncert = \"a.pem\"\nkey = \"b.pem\"\n";
+        assert_eq!(resolve(&[], file).tls.unwrap().cert, PathBuf::from("a.pem"));
+        let flagged = resolve(&["--tls-cert", "c.pem", "--tls-key", "d.pem"], file);
+        assert_eq!(
+            flagged.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "d.pem".into()
+            })
+        );
+    }
+}
