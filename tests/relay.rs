@@ -226,10 +226,15 @@ fn an_upstream_that_is_down_closes_the_session_at_once() {
         let id = server.open_xhr_session(prefix);
         assert_eq!(server.poll(prefix, &id), unavailable, "{prefix} over xhr");
     }
-    assert!(
-        server.log().contains("cannot reach ws://127.0.0.1"),
-        "{}",
-        server.log()
+    support::poll_until(
+        "the unreachable upstream in the log",
+        Duration::from_secs(10),
+        || {
+            server
+                .log()
+                .contains("cannot reach ws://127.0.0.1")
+                .then_some(())
+        },
     );
     let metrics = scrape(metrics_port(&server));
     assert_eq!(

@@ -218,9 +218,14 @@ fn a_relay_reaches_a_wss_upstream_it_trusts() {
         untrusting.poll("/app", &id),
         support::close_frame(4502, "Upstream unavailable")
     );
-    assert!(
-        untrusting.log().contains("cannot reach wss://localhost"),
-        "{}",
-        untrusting.log()
+    support::poll_until(
+        "the refused upstream in the log",
+        std::time::Duration::from_secs(10),
+        || {
+            untrusting
+                .log()
+                .contains("cannot reach wss://localhost")
+                .then_some(())
+        },
     );
 }

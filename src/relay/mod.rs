@@ -40,6 +40,7 @@ pub struct Relay {
     inner: Arc<RelayConfig>,
 }
 
+#[derive(Clone)]
 struct RelayConfig {
     upstream: Upstream,
     forward_headers: Vec<String>,
@@ -77,7 +78,7 @@ impl Relay {
     }
 
     fn config_mut(&mut self) -> &mut RelayConfig {
-        Arc::get_mut(&mut self.inner).expect("configure a relay before cloning it")
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Passes this request header (such as `Cookie` or `Authorization`) from

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 
 pub(super) fn client_config(extra_roots: Vec<CertificateDer<'static>>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
