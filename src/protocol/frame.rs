@@ -18,7 +18,14 @@ pub enum Frame {
 impl Frame {
     /// The frame as the text that goes on the wire, e.g. `a["x"]`.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(self.encoded_len());
+        // Sized for the common case (nothing to escape) without a scan;
+        // escapes grow it.
+        let estimate = match self {
+            Frame::Open | Frame::Heartbeat => 1,
+            Frame::Messages(messages) => 2 + messages.iter().map(|m| m.len() + 3).sum::<usize>(),
+            Frame::Close { reason, .. } => 10 + reason.len(),
+        };
+        let mut out = String::with_capacity(estimate);
         self.encode_into(&mut out);
         out
     }
@@ -130,14 +137,18 @@ enum Escape {
 }
 
 /// The next character from byte `at` on that must be escaped: its byte
-/// position, its length in bytes and its escape. Plain ASCII is skipped a
-/// byte at a time; of the non-ASCII characters only those whose UTF-8 starts
+/// position, its length in bytes and its escape. Bytes that cannot start
+/// an escape are skipped through a table; of the non-ASCII characters only those whose UTF-8 starts
 /// with 0xE2 (U+2000-U+2FFF) or 0xEF (U+F000-U+FFFF) can need escaping, so
 /// only those are decoded.
 fn next_escape(s: &str, mut at: usize) -> Option<(usize, usize, Escape)> {
     let bytes = s.as_bytes();
     while at < bytes.len() {
         let byte = bytes[at];
+        if !NEEDS_A_LOOK[byte as usize] {
+            at += 1;
+            continue;
+        }
         match byte {
             b'"' => return Some((at, 1, Escape::Short("\\\""))),
             b'\\' => return Some((at, 1, Escape::Short("\\\\"))),
@@ -147,21 +158,35 @@ fn next_escape(s: &str, mut at: usize) -> Option<(usize, usize, Escape)> {
             0x0c => return Some((at, 1, Escape::Short("\\f"))),
             b'\r' => return Some((at, 1, Escape::Short("\\r"))),
             0x00..=0x1f => return Some((at, 1, Escape::Unicode(byte as u32))),
-            0x20..=0x7f => at += 1,
-            0xe2 | 0xef => {
+            // 0xE2 or 0xEF: the lead byte of a three-byte character.
+            _ => {
                 let c = s[at..].chars().next()?;
                 if must_escape(c) {
                     return Some((at, 3, Escape::Unicode(c as u32)));
                 }
                 at += 3;
             }
-            0xc0..=0xdf => at += 2,
-            0xe0..=0xef => at += 3,
-            _ => at += 4,
         }
     }
     None
 }
+
+/// The bytes [`next_escape`] must look at: controls, `"`, `\\`, and the lead
+/// bytes 0xE2 and 0xEF. Every other byte, continuation bytes included, is
+/// copied as it is.
+static NEEDS_A_LOOK: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0xe2] = true;
+    table[0xef] = true;
+    table
+};
 
 fn decimal_len(mut n: u16) -> usize {
     let mut len = 1;
