@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod observability;
+mod plain_listener;
 mod services;
 mod settings;
 mod tls;
@@ -45,7 +46,7 @@ async fn main() -> std::io::Result<()> {
     let services_to_stop = services.clone();
 
     let response_metrics = metrics.clone();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         let response_metrics = response_metrics.clone();
         let mut app = App::new()
             .wrap_fn(move |request, service| {
@@ -63,36 +64,49 @@ async fn main() -> std::io::Result<()> {
             app = app.service(service.clone());
         }
         app
-    })
-    // Without this, actix keeps a response going after the client closed its
-    // side, and a dropped long-poll would hold its session until a heartbeat.
-    .h1_allow_half_closed(false)
-    // Frames are small and written one by one: Nagle's algorithm would hold
-    // each behind the client's delayed ACK (40 ms per polling round trip).
-    .tcp_nodelay(true)
-    // Signals are ours: sessions get their close frames before actix stops.
-    .disable_signals()
-    .shutdown_timeout(1);
-    if let Some(workers) = settings.workers {
-        server = server.workers(workers.get());
-    }
-    for addr in &settings.listen {
-        server = match &tls {
-            Some(tls) => server.bind_rustls_0_23(addr, tls.clone())?,
-            None => server.bind(addr)?,
-        };
-    }
-    let addrs: Vec<String> = server
-        .addrs_with_scheme()
-        .iter()
-        .map(|(addr, scheme)| format!("{scheme}://{addr}"))
-        .collect();
+    };
+    let workers = settings.workers.map(|w| w.get());
+    let (server, addrs): (_, Vec<String>) = match &tls {
+        Some(tls) => {
+            let mut server = HttpServer::new(app)
+                // Without this, actix keeps a response going after the client
+                // closed its side, and a dropped long-poll would hold its
+                // session until a heartbeat.
+                .h1_allow_half_closed(false)
+                // Frames are small and written one by one: Nagle's algorithm
+                // would hold each behind the client's delayed ACK (40 ms per
+                // polling round trip).
+                .tcp_nodelay(true)
+                // Signals are ours: sessions get their close frames before
+                // actix stops.
+                .disable_signals()
+                .shutdown_timeout(1);
+            if let Some(workers) = workers {
+                server = server.workers(workers);
+            }
+            for addr in &settings.listen {
+                server = server.bind_rustls_0_23(addr, tls.clone())?;
+            }
+            let addrs = server
+                .addrs()
+                .iter()
+                .map(|a| format!("https://{a}"))
+                .collect();
+            (server.run(), addrs)
+        }
+        None => {
+            let (server, bound) = plain_listener::serve(&settings.listen, workers, app)?;
+            (
+                server,
+                bound.iter().map(|a| format!("http://{a}")).collect(),
+            )
+        }
+    };
     log::info!(
         "sockjs-gateway listening on {}; serving {}",
         addrs.join(", "),
         prefixes.join(", ")
     );
-    let server = server.run();
     let handle = server.handle();
     let metrics_server = match settings.metrics {
         Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),

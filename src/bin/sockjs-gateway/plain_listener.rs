@@ -1,0 +1,65 @@
+//! Plain-TCP listeners: HTTP/1 only, through actix-http directly.
+//!
+//! actix-web's `HttpServer::bind` serves plain TCP with a connection task
+//! that can also speak HTTP/2, and with the `http2` feature (needed for
+//! HTTP/2 over TLS) that task carries the HTTP/2 state inline: about 1.8 KiB
+//! more for every idle WebSocket. Browsers never speak cleartext HTTP/2, so
+//! plain listeners are built here with an HTTP/1 service instead; the
+//! settings are the ones the gateway gives `HttpServer` over TLS.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_http::{HttpService, Request, Response};
+use actix_service::{map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Server};
+
+/// actix-web's defaults for the request head and the client's goodbye.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A server on `addrs` running `app` on every worker; also the addresses
+/// actually bound (port 0 picks one).
+pub fn serve<F, I, S, B>(
+    addrs: &[SocketAddr],
+    workers: Option<usize>,
+    app: F,
+) -> std::io::Result<(Server, Vec<SocketAddr>)>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error>,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>>,
+    B: MessageBody + 'static,
+{
+    let mut builder = Server::build().disable_signals().shutdown_timeout(1);
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
+    }
+    let mut bound = Vec::new();
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        bound.push(local);
+        let app = app.clone();
+        builder = builder.listen(format!("sockjs-gateway-{local}"), listener, move || {
+            let app = app()
+                .into_factory()
+                .map_err(|error| error.into().error_response());
+            HttpService::build()
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // As over TLS: see main.rs.
+                .h1_allow_half_closed(false)
+                .tcp_nodelay(true)
+                .local_addr(local)
+                .h1(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?;
+    }
+    Ok((builder.run(), bound))
+}
