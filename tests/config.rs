@@ -6,7 +6,6 @@ mod support;
 mod upstreams;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{expect_start_refused, json_array, Frame, Server};
@@ -29,13 +28,7 @@ struct TempConfig {
 
 impl TempConfig {
     fn new(text: &str) -> TempConfig {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sockjs-gateway-config-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = support::fresh_temp_dir("config");
         let path = dir.join("gateway.toml");
         std::fs::write(&path, text).expect("write config");
         TempConfig { dir, path }

@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,16 +39,10 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn generate() -> TestCert {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
         let certified =
             rcgen::generate_simple_self_signed(vec![HOST.to_owned(), "127.0.0.1".to_owned()])
                 .expect("generate a certificate");
-        let dir = std::env::temp_dir().join(format!(
-            "sockjs-gateway-tls-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = crate::support::fresh_temp_dir("tls");
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
         std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
