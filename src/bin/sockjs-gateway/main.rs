@@ -1,6 +1,7 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
 mod cli;
+mod cluster;
 mod config;
 mod observability;
 mod services;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
+use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -33,12 +35,20 @@ async fn main() -> std::io::Result<()> {
         .map(tls::server_config)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
+    cluster::check_tls(settings.redis.as_deref(), tls.is_some())
+        .unwrap_or_else(|error| refuse_to_start(error));
+    let cluster = settings
+        .redis
+        .as_deref()
+        .map(Cluster::new)
+        .transpose()
+        .unwrap_or_else(|error| refuse_to_start(error));
     let metrics = Metrics::new();
-    let health = observability::Health::default();
+    let health = observability::Health::new(cluster.clone());
     let services: Vec<SockJs> = settings
         .services
         .iter()
-        .map(|service| services::build(service, &metrics))
+        .map(|service| services::build(service, &metrics, cluster.as_ref()))
         .collect::<Result<_, _>>()
         .unwrap_or_else(|error| refuse_to_start(error));
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
@@ -92,6 +102,17 @@ async fn main() -> std::io::Result<()> {
         addrs.join(", "),
         prefixes.join(", ")
     );
+    if let Some(cluster) = &cluster {
+        let advertise = cluster::advertised_address(settings.advertise.as_deref(), &server.addrs())
+            .unwrap_or_else(|error| refuse_to_start(error));
+        log::info!(
+            "cluster node {} advertised at {advertise}, backplane {}",
+            cluster.node_id(),
+            settings.redis.as_deref().unwrap_or_default()
+        );
+        cluster.join(advertise);
+    }
+    let leaving = cluster.clone();
     let server = server.run();
     let handle = server.handle();
     let metrics_server = match settings.metrics {
@@ -107,6 +128,9 @@ async fn main() -> std::io::Result<()> {
         handle.pause().await;
         let sessions_time = shutdown_timeout.saturating_sub(Duration::from_secs(1));
         futures::future::join_all(services_to_stop.iter().map(|s| s.shutdown(sessions_time))).await;
+        if let Some(cluster) = leaving {
+            cluster.leave().await;
+        }
         handle.stop(true).await;
         if let Some(metrics) = metrics_handle {
             metrics.stop(true).await;
