@@ -47,7 +47,10 @@ pub(crate) enum Route {
 }
 
 /// KEYS[1]: the session record. ARGV: this node's id, the claim's TTL in
-/// seconds, the node key prefix, "1" to claim a missing record.
+/// seconds, the node key prefix, "1" to claim a missing record, this node's
+/// address, the lease in seconds. A claim also renews this node's lease, so
+/// right after Redis came back empty a new session is not declared lost
+/// before the next lease refresh.
 static ROUTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -58,6 +61,7 @@ end
 if not owner then
   if ARGV[4] == '1' then
     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    redis.call('SET', ARGV[3] .. ARGV[1], ARGV[5], 'EX', ARGV[6])
     return {'claimed'}
   end
   return {'none'}
@@ -67,6 +71,7 @@ if address then
   return {'forward', owner, address}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', ARGV[3] .. ARGV[1], ARGV[5], 'EX', ARGV[6])
 return {'lost', owner}
 ",
     )
@@ -140,7 +145,9 @@ impl Cluster {
             .arg(self.node_id())
             .arg(CLAIM_TTL.as_secs())
             .arg(NODE_KEY_PREFIX)
-            .arg(if claim { "1" } else { "0" });
+            .arg(if claim { "1" } else { "0" })
+            .arg(self.advertised().unwrap_or_default())
+            .arg(NODE_LEASE.as_secs());
         let call = invocation.invoke_async::<Vec<String>>(&mut connection);
         let reply = self.observe(tokio::time::timeout(REDIS_TIMEOUT, call).await)?;
         parse_route(&reply).map_err(|error| {
@@ -180,7 +187,12 @@ impl Cluster {
         let refresh = async {
             let mut tick = tokio::time::interval(SESSION_RECORD_REFRESH);
             loop {
-                tick.tick().await;
+                // Also as soon as Redis is back from an outage, which it may
+                // have restarted from empty.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = self.inner.reachability.reached() => {}
+                }
                 self.hold_once(&key).await;
             }
         };

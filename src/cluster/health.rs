@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use tokio::sync::Notify;
+
 const UNKNOWN: u8 = 0;
 const REACHABLE: u8 = 1;
 const UNREACHABLE: u8 = 2;
@@ -9,6 +11,8 @@ const UNREACHABLE: u8 = 2;
 pub(super) struct Reachability {
     state: AtomicU8,
     url: String,
+    /// Woken when Redis answers again after an outage.
+    back: Notify,
 }
 
 impl Reachability {
@@ -16,7 +20,13 @@ impl Reachability {
         Reachability {
             state: AtomicU8::new(UNKNOWN),
             url,
+            back: Notify::new(),
         }
+    }
+
+    /// Resolves when Redis answers again after an outage.
+    pub async fn reached(&self) {
+        self.back.notified().await;
     }
 
     pub fn is_reachable(&self) -> bool {
@@ -38,7 +48,10 @@ impl Reachability {
                 self.url
             ),
             (_, Some(Transition::Reached)) => {
-                log::info!("cluster: Redis at {} is reachable", self.url)
+                log::info!("cluster: Redis at {} is reachable", self.url);
+                if previous == UNREACHABLE {
+                    self.back.notify_waiters();
+                }
             }
             _ => {}
         }

@@ -92,6 +92,11 @@ async fn main() -> std::io::Result<()> {
             None => server.bind(addr)?,
         };
     }
+    // Checked before the listening line: a node others cannot reach does not start.
+    let advertise = cluster.as_ref().map(|_| {
+        cluster::advertised_address(settings.advertise.as_deref(), &server.addrs())
+            .unwrap_or_else(|error| refuse_to_start(error))
+    });
     let addrs: Vec<String> = server
         .addrs_with_scheme()
         .iter()
@@ -102,9 +107,7 @@ async fn main() -> std::io::Result<()> {
         addrs.join(", "),
         prefixes.join(", ")
     );
-    if let Some(cluster) = &cluster {
-        let advertise = cluster::advertised_address(settings.advertise.as_deref(), &server.addrs())
-            .unwrap_or_else(|error| refuse_to_start(error));
+    if let (Some(cluster), Some(advertise)) = (&cluster, advertise) {
         log::info!(
             "cluster node {} advertised at {advertise}, backplane {}",
             cluster.node_id(),
