@@ -15,8 +15,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::{
-    Cluster, Unavailable, CLAIM_TTL, NODE_LEASE, REDIS_TIMEOUT, SESSION_RECORD_REFRESH,
-    SESSION_RECORD_TTL,
+    Cluster, Unavailable, CLAIM_TTL, NODE_LEASE, SESSION_RECORD_REFRESH, SESSION_RECORD_TTL,
 };
 
 const NODE_KEY_PREFIX: &str = "sockjs:node:";
@@ -139,17 +138,25 @@ impl Cluster {
         session_id: &str,
         claim: bool,
     ) -> Result<Route, Unavailable> {
-        let mut connection = self.connection();
-        let mut invocation = ROUTE.key(session_key(prefix, session_id));
-        invocation
-            .arg(self.node_id())
-            .arg(CLAIM_TTL.as_secs())
-            .arg(NODE_KEY_PREFIX)
-            .arg(if claim { "1" } else { "0" })
-            .arg(self.advertised().unwrap_or_default())
-            .arg(NODE_LEASE.as_secs());
-        let call = invocation.invoke_async::<Vec<String>>(&mut connection);
-        let reply = self.observe(tokio::time::timeout(REDIS_TIMEOUT, call).await)?;
+        let key = session_key(prefix, session_id);
+        let address = self.advertised().unwrap_or_default().to_owned();
+        let reply = self
+            .run_idempotent(|mut connection| {
+                let mut invocation = ROUTE.key(&key);
+                invocation
+                    .arg(self.node_id())
+                    .arg(CLAIM_TTL.as_secs())
+                    .arg(NODE_KEY_PREFIX)
+                    .arg(if claim { "1" } else { "0" })
+                    .arg(&address)
+                    .arg(NODE_LEASE.as_secs());
+                async move {
+                    invocation
+                        .invoke_async::<Vec<String>>(&mut connection)
+                        .await
+                }
+            })
+            .await?;
         parse_route(&reply).map_err(|error| {
             log::error!("cluster: {error}");
             Unavailable
@@ -164,14 +171,17 @@ impl Cluster {
         session_id: &str,
         dead_node: &str,
     ) -> Result<bool, Unavailable> {
-        let mut connection = self.connection();
-        let mut invocation = TAKE_OVER.key(session_key(prefix, session_id));
-        invocation
-            .arg(dead_node)
-            .arg(self.node_id())
-            .arg(CLAIM_TTL.as_secs());
-        let call = invocation.invoke_async::<i64>(&mut connection);
-        let taken = self.observe(tokio::time::timeout(REDIS_TIMEOUT, call).await)?;
+        let key = session_key(prefix, session_id);
+        let taken = self
+            .run_idempotent(|mut connection| {
+                let mut invocation = TAKE_OVER.key(&key);
+                invocation
+                    .arg(dead_node)
+                    .arg(self.node_id())
+                    .arg(CLAIM_TTL.as_secs());
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await?;
         Ok(taken == 1)
     }
 
@@ -200,21 +210,26 @@ impl Cluster {
             () = session => {}
             () = refresh => {}
         }
-        let mut connection = self.connection();
-        let mut invocation = RELEASE.key(&key);
-        invocation.arg(self.node_id());
-        let call = invocation.invoke_async::<i64>(&mut connection);
-        let _ = self.observe(tokio::time::timeout(REDIS_TIMEOUT, call).await);
+        let _ = self
+            .run_idempotent(|mut connection| {
+                let mut invocation = RELEASE.key(&key);
+                invocation.arg(self.node_id());
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
     }
 
     async fn hold_once(&self, key: &str) {
-        let mut connection = self.connection();
-        let mut invocation = HOLD.key(key);
-        invocation
-            .arg(self.node_id())
-            .arg(SESSION_RECORD_TTL.as_secs());
-        let call = invocation.invoke_async::<i64>(&mut connection);
-        if let Ok(0) = self.observe(tokio::time::timeout(REDIS_TIMEOUT, call).await) {
+        let held = self
+            .run_idempotent(|mut connection| {
+                let mut invocation = HOLD.key(key);
+                invocation
+                    .arg(self.node_id())
+                    .arg(SESSION_RECORD_TTL.as_secs());
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+        if held == Ok(0) {
             log::warn!("cluster: {key} is recorded for another node; keeping the local session");
         }
     }
@@ -224,13 +239,15 @@ impl Cluster {
         let Some(address) = self.advertised() else {
             return Ok(());
         };
-        self.run(
-            redis::cmd("SET")
-                .arg(node_key(self.node_id()))
+        let key = node_key(self.node_id());
+        self.run_idempotent(|mut connection| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key)
                 .arg(address)
                 .arg("EX")
-                .arg(NODE_LEASE.as_secs()),
-        )
+                .arg(NODE_LEASE.as_secs());
+            async move { cmd.query_async::<()>(&mut connection).await }
+        })
         .await
     }
 }

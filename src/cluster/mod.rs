@@ -131,8 +131,17 @@ impl Cluster {
     /// Gives up this node's lease at once (on shutdown), so the other nodes
     /// declare its sessions lost without waiting for the lease to run out.
     pub async fn leave(&self) {
+        let key = directory::node_key(self.node_id());
         let _ = self
-            .run::<()>(redis::cmd("DEL").arg(directory::node_key(self.node_id())))
+            .run_idempotent(|mut connection| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("DEL")
+                        .arg(key)
+                        .query_async::<()>(&mut connection)
+                        .await
+                }
+            })
             .await;
     }
 
@@ -141,9 +150,27 @@ impl Cluster {
     }
 
     /// Runs one command, bounded by [`REDIS_TIMEOUT`], noting reachability.
+    /// Not retried: for commands that must not run twice (PUBLISH).
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
         let mut connection = self.connection();
         let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut connection)).await;
+        self.observe(result)
+    }
+
+    /// Runs an idempotent command or script, once more if the connection
+    /// was found broken: the first command after Redis came back meets the
+    /// old connection, and the manager reconnects only then.
+    async fn run_idempotent<T, F, Fut>(&self, attempt: F) -> Result<T, Unavailable>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
+        if let Ok(Err(error)) = &result {
+            if error.is_connection_dropped() || error.is_io_error() {
+                result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
+            }
+        }
         self.observe(result)
     }
 
