@@ -8,6 +8,13 @@ echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== redis-server for the cluster tests (apt-get, only if missing)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
+
 echo "== unit, black-box and doc tests"
 cargo test --workspace --all-targets
 cargo test --doc

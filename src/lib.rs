@@ -34,6 +34,7 @@
 //! ```
 
 mod admission;
+pub mod cluster;
 mod metrics;
 mod options;
 pub mod protocol;
@@ -156,6 +157,19 @@ impl SockJs {
                 state.metrics.queued_bytes.set(state.queued_bytes() as i64);
             }
         });
+        self
+    }
+
+    /// Cluster mode: an HTTP-transport session keeps working when its
+    /// requests reach other nodes of `cluster` (README, "Cluster").
+    /// WebSocket sessions are unaffected. Call it before cloning the service.
+    ///
+    /// # Panics
+    /// If the service was already cloned.
+    pub fn with_cluster(mut self, cluster: &cluster::Cluster) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("with_cluster must be called before the service is cloned")
+            .cluster = Some(cluster.clone());
         self
     }
 

@@ -379,6 +379,13 @@ impl Session {
         self.application_started = true;
     }
 
+    /// The client already had this session's open frame from elsewhere (an
+    /// earlier owner in a cluster): no `o` is sent here.
+    pub fn handle_opened_elsewhere(&mut self) {
+        self.application_started = true;
+        self.open_sent = true;
+    }
+
     /// Queued messages for one frame, in order: all of them, or as many as
     /// fit in [`MAX_FRAME_BATCH_BYTES`] (always at least one). Transports
     /// buffer a few frames each, so this bounds what a stalled client can
@@ -638,6 +645,23 @@ mod tests {
             max_queued_bytes: 10,
             max_inbound_bytes: 10,
             ..SessionConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_session_opened_elsewhere_and_closed_answers_only_its_close_frame() {
+        let now = Instant::now();
+        let mut session = Session::new(config(), now);
+        session.handle_opened_elsewhere();
+        session.close(4503, "Session owner lost");
+        for _ in 0..2 {
+            assert_eq!(
+                session.attach_receiver(ReceiverMode::Polling, now),
+                Attach::Refused(Frame::Close {
+                    code: 4503,
+                    reason: "Session owner lost".into()
+                })
+            );
         }
     }
 

@@ -5,6 +5,7 @@ pub(crate) mod headers;
 mod pages;
 mod receiver;
 pub(crate) mod registry;
+mod routing;
 mod send;
 pub(crate) mod shared;
 mod websocket;
@@ -22,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
 use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
+use crate::cluster::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::options::{Options, SessionBinding};
 use crate::protocol::client_addr;
@@ -49,6 +51,8 @@ pub(crate) struct ServiceState {
     pub admission: Option<AdmissionCheck>,
     pub metrics: Arc<ServiceMetrics>,
     pub iframe: pages::IframePage,
+    /// Cluster mode: sessions not found here are looked up in Redis.
+    pub cluster: Option<Cluster>,
 }
 
 impl ServiceState {
@@ -65,6 +69,7 @@ impl ServiceState {
             handler,
             admission: None,
             metrics: Arc::new(Metrics::default().for_service(&prefix)),
+            cluster: None,
         }
     }
 
@@ -85,13 +90,50 @@ impl ServiceState {
         slot: SessionSlot,
     ) {
         let state = self.clone();
-        let session_id = session_id.to_owned();
+        let id = session_id.to_owned();
         let session = shared.clone();
         let timer = shared.clone().run_timer(move || {
-            state.registry.remove(&session_id, &session);
+            state.registry.remove(&id, &session);
             drop(slot);
         });
-        actix_rt::spawn(futures::future::join(self.application(shared), timer));
+        let application = self.application(shared);
+        match &self.cluster {
+            Some(cluster) => {
+                let (cluster, prefix, id) =
+                    (cluster.clone(), self.prefix.clone(), session_id.to_owned());
+                actix_rt::spawn(async move {
+                    futures::future::join(application, cluster.hold(&prefix, &id, timer)).await;
+                });
+            }
+            None => {
+                actix_rt::spawn(futures::future::join(application, timer));
+            }
+        }
+    }
+
+    /// In a cluster, a session whose owner node is gone: registered here,
+    /// already closed with [`crate::cluster::OWNER_LOST`], so this and later
+    /// receivers get that close frame until it expires. No handler runs.
+    fn start_lost(self: &Arc<Self>, cluster: &Cluster, req: &HttpRequest, session_id: &str) {
+        let (code, reason) = crate::cluster::OWNER_LOST;
+        let created = self.registry.get_or_create(session_id, || {
+            let shared = self.new_session(req, "lost", None);
+            let mut core = shared.core.lock();
+            core.handle_opened_elsewhere();
+            core.close(code, reason);
+            drop(core);
+            Some(shared)
+        });
+        let Some((shared, true)) = created else {
+            return;
+        };
+        log::debug!("{}: session {session_id} lost with its owner", self.prefix);
+        let state = self.clone();
+        let id = session_id.to_owned();
+        let session = shared.clone();
+        let timer = shared.run_timer(move || state.registry.remove(&id, &session));
+        let (cluster, prefix, id) = (cluster.clone(), self.prefix.clone(), session_id.to_owned());
+        actix_rt::spawn(async move { cluster.hold(&prefix, &id, timer).await });
     }
 
     /// Counts a new session among the live ones, if the cap and the server's
@@ -355,9 +397,27 @@ pub(crate) async fn dispatch(
                     websocket::framed(&req, payload, &state).await
                 }
                 SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
+                    if let Some(cluster) = &state.cluster {
+                        if let Some(answer) =
+                            routing::receiver(&req, &state, cluster, session_id).await
+                        {
+                            return answer;
+                        }
+                    }
                     receiver::respond(&req, &state, session_id, kind).await
                 }
                 SessionEndpoint::Send(kind) if options.send_enabled(kind) => {
+                    let payload = match &state.cluster {
+                        Some(cluster) => {
+                            match routing::send(&req, payload, &state, cluster, session_id, kind)
+                                .await
+                            {
+                                Ok(payload) => payload,
+                                Err(answer) => return answer,
+                            }
+                        }
+                        None => payload,
+                    };
                     send::respond(&req, payload, &state, session_id, kind).await
                 }
                 SessionEndpoint::Preflight { allow } => pages::preflight(&req, allow),

@@ -21,6 +21,15 @@ pub async fn respond(
     kind: SendKind,
 ) -> HttpResponse {
     let result = deliver(req, payload, state, session_id, kind).await;
+    answer(req, kind, result)
+}
+
+/// The answer to a send for a session that does not exist (or no longer does).
+pub(crate) fn session_not_found(req: &HttpRequest, kind: SendKind) -> HttpResponse {
+    answer(req, kind, Err(SESSION_NOT_FOUND))
+}
+
+fn answer(req: &HttpRequest, kind: SendKind, result: Result<(), Refusal>) -> HttpResponse {
     let mut builder = match (&result, kind) {
         (Ok(()), SendKind::Xhr) => HttpResponse::NoContent(),
         (Ok(()), SendKind::Jsonp) => HttpResponse::Ok(),
@@ -43,6 +52,8 @@ pub async fn respond(
 
 type Refusal = (StatusCode, &'static str);
 
+const SESSION_NOT_FOUND: Refusal = (StatusCode::NOT_FOUND, "Session not found.");
+
 async fn deliver(
     req: &HttpRequest,
     payload: web::Payload,
@@ -50,7 +61,6 @@ async fn deliver(
     session_id: &str,
     kind: SendKind,
 ) -> Result<(), Refusal> {
-    const SESSION_NOT_FOUND: Refusal = (StatusCode::NOT_FOUND, "Session not found.");
     let shared = state
         .registry
         .get(session_id)

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -1826,6 +1828,12 @@ impl Server {
     /// The server process's PID, to signal it.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the server process (SIGKILL), as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM to the server process.

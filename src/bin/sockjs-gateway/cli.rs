@@ -12,8 +12,8 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 
 use crate::settings::{RelaySpec, ServiceOptions};
 use crate::values::{
-    parse_binding, parse_duration, parse_header_name, parse_origin, parse_overflow, parse_prefix,
-    parse_sockjs_url, parse_upstream,
+    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_upstream,
 };
 
 /// A SockJS server and gateway. With no flags it serves the conventional
@@ -134,6 +134,17 @@ pub struct Cli {
     /// (200 while accepting, 503 while shutting down) on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Cluster mode, with this Redis (redis://HOST:PORT) as the backplane:
+    /// HTTP-transport sessions work across nodes and /broadcast reaches
+    /// every node (README, "Cluster").
+    #[arg(long, value_name = "URL", value_parser = parse_redis)]
+    pub redis: Option<String>,
+
+    /// In cluster mode, HOST:PORT where the other nodes reach this one over
+    /// plain HTTP (default: the first listen address).
+    #[arg(long, value_name = "ADDR", value_parser = parse_advertise)]
+    pub advertise: Option<String>,
 
     /// Worker threads; defaults to the number of CPUs.
     #[arg(long, value_name = "N")]

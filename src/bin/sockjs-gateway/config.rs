@@ -14,8 +14,8 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 use toml::Spanned;
 
 use crate::values::{
-    parse_binding, parse_duration, parse_header_name, parse_origin, parse_overflow, parse_prefix,
-    parse_sockjs_url, parse_upstream,
+    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_upstream,
 };
 
 /// The whole file.
@@ -33,6 +33,10 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "sockjs_url")]
     pub sockjs_url: Option<String>,
     pub tls: Option<TlsFiles>,
+    #[serde(default, deserialize_with = "redis")]
+    pub redis: Option<String>,
+    #[serde(default, deserialize_with = "advertise")]
+    pub advertise: Option<String>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]
@@ -283,6 +287,14 @@ fn binding<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SessionBinding>, D:
 
 fn sockjs_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Text(parse_sockjs_url).deserialize(d).map(Some)
+}
+
+fn redis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Text(parse_redis).deserialize(d).map(Some)
+}
+
+fn advertise<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Text(parse_advertise).deserialize(d).map(Some)
 }
 
 fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

@@ -1,6 +1,7 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
 mod cli;
+mod cluster;
 mod config;
 mod observability;
 mod plain_listener;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
+use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -34,12 +36,20 @@ async fn main() -> std::io::Result<()> {
         .map(tls::server_config)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
+    cluster::check_tls(settings.redis.as_deref(), tls.is_some())
+        .unwrap_or_else(|error| refuse_to_start(error));
+    let cluster = settings
+        .redis
+        .as_deref()
+        .map(Cluster::new)
+        .transpose()
+        .unwrap_or_else(|error| refuse_to_start(error));
     let metrics = Metrics::new();
-    let health = observability::Health::default();
+    let health = observability::Health::new(cluster.clone());
     let services: Vec<SockJs> = settings
         .services
         .iter()
-        .map(|service| services::build(service, &metrics))
+        .map(|service| services::build(service, &metrics, cluster.as_ref()))
         .collect::<Result<_, _>>()
         .unwrap_or_else(|error| refuse_to_start(error));
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
@@ -66,7 +76,7 @@ async fn main() -> std::io::Result<()> {
         app
     };
     let workers = settings.workers.map(|w| w.get());
-    let (server, addrs): (_, Vec<String>) = match &tls {
+    let (server, bound, scheme) = match &tls {
         Some(tls) => {
             let mut server = HttpServer::new(app)
                 // Without this, actix keeps a response going after the client
@@ -87,26 +97,34 @@ async fn main() -> std::io::Result<()> {
             for addr in &settings.listen {
                 server = server.bind_rustls_0_23(addr, tls.clone())?;
             }
-            let addrs = server
-                .addrs()
-                .iter()
-                .map(|a| format!("https://{a}"))
-                .collect();
-            (server.run(), addrs)
+            let bound = server.addrs();
+            (server.run(), bound, "https")
         }
         None => {
             let (server, bound) = plain_listener::serve(&settings.listen, workers, app)?;
-            (
-                server,
-                bound.iter().map(|a| format!("http://{a}")).collect(),
-            )
+            (server, bound, "http")
         }
     };
+    // Checked before the listening line: a node others cannot reach does not start.
+    let advertise = cluster.as_ref().map(|_| {
+        cluster::advertised_address(settings.advertise.as_deref(), &bound)
+            .unwrap_or_else(|error| refuse_to_start(error))
+    });
+    let addrs: Vec<String> = bound.iter().map(|a| format!("{scheme}://{a}")).collect();
     log::info!(
         "sockjs-gateway listening on {}; serving {}",
         addrs.join(", "),
         prefixes.join(", ")
     );
+    if let (Some(cluster), Some(advertise)) = (&cluster, advertise) {
+        log::info!(
+            "cluster node {} advertised at {advertise}, backplane {}",
+            cluster.node_id(),
+            settings.redis.as_deref().unwrap_or_default()
+        );
+        cluster.join(advertise);
+    }
+    let leaving = cluster.clone();
     let handle = server.handle();
     let metrics_server = match settings.metrics {
         Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),
@@ -121,6 +139,9 @@ async fn main() -> std::io::Result<()> {
         handle.pause().await;
         let sessions_time = shutdown_timeout.saturating_sub(Duration::from_secs(1));
         futures::future::join_all(services_to_stop.iter().map(|s| s.shutdown(sessions_time))).await;
+        if let Some(cluster) = leaving {
+            cluster.leave().await;
+        }
         handle.stop(true).await;
         if let Some(metrics) = metrics_handle {
             metrics.stop(true).await;

@@ -7,19 +7,47 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::Metrics;
 
-/// Whether the gateway still accepts work: `/healthz` says 200 until shutdown starts.
-#[derive(Clone, Default)]
-pub struct Health(Arc<AtomicBool>);
+/// Whether the gateway still accepts work: `/healthz` says 200 until
+/// shutdown starts. In cluster mode it also says whether Redis answers, and
+/// stays 200 without it: the node still serves WebSocket sessions and its
+/// own HTTP sessions, and every node shares the one Redis, so a 503 would
+/// have the balancer drop the whole cluster at once.
+#[derive(Clone)]
+pub struct Health {
+    stopping: Arc<AtomicBool>,
+    cluster: Option<Cluster>,
+}
 
 impl Health {
+    pub fn new(cluster: Option<Cluster>) -> Self {
+        Health {
+            stopping: Arc::default(),
+            cluster,
+        }
+    }
+
     pub fn shutting_down(&self) {
-        self.0.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
     }
 
     fn is_accepting(&self) -> bool {
-        !self.0.load(Ordering::Acquire)
+        !self.stopping.load(Ordering::Acquire)
+    }
+
+    fn body(&self) -> String {
+        let state = if self.is_accepting() {
+            "ok"
+        } else {
+            "shutting down"
+        };
+        match &self.cluster {
+            None => format!("{state}\n"),
+            Some(cluster) if cluster.is_reachable() => format!("{state}\nredis: reachable\n"),
+            Some(_) => format!("{state}\nredis: unreachable\n"),
+        }
     }
 }
 
@@ -48,11 +76,10 @@ async fn scrape(metrics: web::Data<Metrics>) -> HttpResponse {
 }
 
 async fn healthz(health: web::Data<Health>) -> HttpResponse {
-    if health.is_accepting() {
-        HttpResponse::Ok().content_type("text/plain").body("ok\n")
+    let mut response = if health.is_accepting() {
+        HttpResponse::Ok()
     } else {
         HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("shutting down\n")
-    }
+    };
+    response.content_type("text/plain").body(health.body())
 }

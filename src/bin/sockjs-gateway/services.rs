@@ -6,13 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sockjs_gateway::cluster::{Cluster, BACKPLANE_UNAVAILABLE};
 use sockjs_gateway::relay::Relay;
 use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
 use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
 
 /// The service described by `settings`, counting into `metrics`.
-pub fn build(settings: &ServiceSettings, metrics: &Metrics) -> Result<SockJs, String> {
+/// In cluster mode (`cluster`), every service's HTTP sessions work across
+/// nodes and broadcasts reach every node.
+pub fn build(
+    settings: &ServiceSettings,
+    metrics: &Metrics,
+    cluster: Option<&Cluster>,
+) -> Result<SockJs, String> {
     let options = settings.options.clone();
     let service = match &settings.kind {
         ServiceKind::Relay(spec) => relay(spec, options)?,
@@ -21,8 +28,13 @@ pub fn build(settings: &ServiceSettings, metrics: &Metrics) -> Result<SockJs, St
             Handler::Close => SockJs::new(prefix, options, close),
             Handler::Ticker => SockJs::new(prefix, options, ticker),
             Handler::Amplify => SockJs::new(prefix, options, amplify),
-            Handler::Broadcast => broadcast(prefix, options),
+            Handler::Broadcast => broadcast(prefix, options, cluster),
         },
+    };
+    // Before `with_metrics`, which keeps a weak reference to the service.
+    let service = match cluster {
+        Some(cluster) => service.with_cluster(cluster),
+        None => service,
     };
     Ok(service.with_metrics(metrics))
 }
@@ -91,23 +103,62 @@ async fn amplify(session: Session) {
 /// its oldest messages are dropped instead).
 pub const TOO_SLOW: (u16, &str) = (4009, "Too slow to keep up");
 
-/// Every message goes to every open session of the service.
-fn broadcast(prefix: &str, options: Options) -> SockJs {
-    let members: Arc<Mutex<HashMap<ConnectionId, Session>>> = Arc::default();
+type Members = Arc<Mutex<HashMap<ConnectionId, Session>>>;
+
+/// Every message goes to every open session of the service; in cluster
+/// mode, of every node, all in the one order of the cluster's channel.
+fn broadcast(prefix: &str, options: Options, cluster: Option<&Cluster>) -> SockJs {
+    let members: Members = Arc::default();
+    let fanout = cluster.map(|cluster| {
+        let (to, lost) = (members.clone(), members.clone());
+        cluster.fanout(
+            prefix,
+            move |message| deliver(&to, message),
+            // Members would miss what is published while the subscription
+            // is down: they are closed rather than left to miss it silently.
+            move || close_all(&lost, BACKPLANE_UNAVAILABLE),
+        )
+    });
     SockJs::new(prefix, options, move |session: Session| {
         let members = members.clone();
+        let fanout = fanout.clone();
         async move {
+            if let Some(fanout) = &fanout {
+                if !fanout.ready().await {
+                    session.close(BACKPLANE_UNAVAILABLE.0, BACKPLANE_UNAVAILABLE.1);
+                    return;
+                }
+            }
             members.lock().insert(session.id(), session.clone());
             while let Some(message) = session.recv().await {
-                let recipients: Vec<Session> = members.lock().values().cloned().collect();
-                for recipient in recipients {
-                    if let Err(SendError::Full) = recipient.try_send(message.clone()) {
-                        log::debug!("broadcast: session {} too slow, closing it", recipient.id());
-                        recipient.close(TOO_SLOW.0, TOO_SLOW.1);
+                match &fanout {
+                    None => deliver(&members, message),
+                    Some(fanout) => {
+                        if fanout.publish(&message).await.is_err() {
+                            session.close(BACKPLANE_UNAVAILABLE.0, BACKPLANE_UNAVAILABLE.1);
+                            break;
+                        }
                     }
                 }
             }
             members.lock().remove(&session.id());
         }
     })
+}
+
+fn deliver(members: &Members, message: String) {
+    let recipients: Vec<Session> = members.lock().values().cloned().collect();
+    for recipient in recipients {
+        if let Err(SendError::Full) = recipient.try_send(message.clone()) {
+            log::debug!("broadcast: session {} too slow, closing it", recipient.id());
+            recipient.close(TOO_SLOW.0, TOO_SLOW.1);
+        }
+    }
+}
+
+fn close_all(members: &Members, (code, reason): (u16, &str)) {
+    let recipients: Vec<Session> = members.lock().values().cloned().collect();
+    for recipient in recipients {
+        recipient.close(code, reason);
+    }
 }

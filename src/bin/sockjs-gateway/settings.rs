@@ -23,6 +23,10 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsFiles>,
+    /// Cluster mode: the Redis URL.
+    pub redis: Option<String>,
+    /// Cluster mode: where the other nodes reach this one.
+    pub advertise: Option<String>,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -129,6 +133,8 @@ impl Settings {
                 .or(file.shutdown_timeout)
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             tls,
+            redis: cli.redis.clone().or(file.redis),
+            advertise: cli.advertise.clone().or(file.advertise),
             services,
         }
     }
@@ -406,6 +412,17 @@ mod tests {
             .position(|s| s.prefix().starts_with("/echo"))
             .unwrap();
         assert_eq!(settings.services[first_echo].prefix(), "/echo/v2");
+    }
+
+    #[test]
+    fn cluster_flags_override_the_file() {
+        let file = "redis = \"redis://10.0.0.1:6379\"\nadvertise = \"10.0.0.5:8081\"\n";
+        let settings = resolve(&[], file);
+        assert_eq!(settings.redis.as_deref(), Some("redis://10.0.0.1:6379"));
+        assert_eq!(settings.advertise.as_deref(), Some("10.0.0.5:8081"));
+        let settings = resolve(&["--redis", "redis://127.0.0.1:7000"], file);
+        assert_eq!(settings.redis.as_deref(), Some("redis://127.0.0.1:7000"));
+        assert_eq!(resolve(&[], "").redis, None);
     }
 
     #[test]

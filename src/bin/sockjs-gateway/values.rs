@@ -123,6 +123,27 @@ pub fn parse_upstream(text: &str) -> Result<String, String> {
 }
 
 /// A request header name, as HTTP allows it.
+/// `redis://HOST[:PORT][/DB]`.
+pub fn parse_redis(text: &str) -> Result<String, String> {
+    sockjs_gateway::cluster::check_redis_url(text)
+}
+
+/// `HOST:PORT` as the other cluster nodes reach this one (plain HTTP).
+pub fn parse_advertise(text: &str) -> Result<String, String> {
+    let refuse = || format!("`{text}`: the advertised address is HOST:PORT, e.g. 10.0.0.5:8081");
+    let (host, port) = text.rsplit_once(':').ok_or_else(refuse)?;
+    let host_ok = !host.is_empty()
+        && (host.parse::<std::net::IpAddr>().is_ok()
+            || (host.starts_with('[') && host.ends_with(']'))
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 && host_ok => Ok(text.to_owned()),
+        _ => Err(refuse()),
+    }
+}
+
 pub fn parse_header_name(text: &str) -> Result<String, String> {
     actix_web::http::header::HeaderName::from_bytes(text.as_bytes())
         .map(|name| name.as_str().to_owned())
@@ -132,6 +153,19 @@ pub fn parse_header_name(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_values() {
+        assert!(parse_redis("redis://127.0.0.1:6379").is_ok());
+        assert!(parse_redis("http://127.0.0.1:6379").is_err());
+        assert!(parse_advertise("10.0.0.5:8081").is_ok());
+        assert!(parse_advertise("node-1.internal:8081").is_ok());
+        assert!(parse_advertise("[::1]:8081").is_ok());
+        assert!(parse_advertise("10.0.0.5").is_err());
+        assert!(parse_advertise("10.0.0.5:0").is_err());
+        assert!(parse_advertise(":8081").is_err());
+        assert!(parse_advertise("http://h:1/x").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -1,0 +1,114 @@
+//! A broadcast channel across the cluster, on Redis pub/sub. Every node, the
+//! publishing one included, delivers only what comes back from its
+//! subscription, so every receiver sees the one order Redis gives.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::directory::broadcast_channel;
+use super::{Cluster, Unavailable, REDIS_TIMEOUT};
+
+/// How long a new member waits for the subscription (at start, or while it
+/// is being restored) before it is refused.
+const READY_WAIT: Duration = Duration::from_secs(2);
+/// Pause between attempts to subscribe again after losing the subscription.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+/// One service's channel: [`Fanout::publish`] reaches the `deliver` of every
+/// node's [`Cluster::fanout`] for the same prefix.
+#[derive(Clone)]
+pub struct Fanout {
+    cluster: Cluster,
+    channel: String,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl Cluster {
+    /// Subscribes to the channel of the service at `prefix`, calling `deliver`
+    /// with each message in the channel's order, and `lost` whenever the
+    /// subscription breaks (messages published meanwhile are not seen here,
+    /// so whoever relies on them must know). It subscribes again on its own.
+    /// Call it from within the actix runtime.
+    pub fn fanout(
+        &self,
+        prefix: &str,
+        deliver: impl Fn(String) + 'static,
+        lost: impl Fn() + 'static,
+    ) -> Fanout {
+        let channel = broadcast_channel(prefix);
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        let cluster = self.clone();
+        let task_channel = channel.clone();
+        actix_rt::spawn(async move {
+            loop {
+                cluster
+                    .subscription(&task_channel, &subscribed_tx, &deliver)
+                    .await;
+                if subscribed_tx.send_replace(false) {
+                    lost();
+                }
+                tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+            }
+        });
+        Fanout {
+            cluster: self.clone(),
+            channel,
+            subscribed,
+        }
+    }
+
+    /// One subscription, until its connection ends.
+    async fn subscription(
+        &self,
+        channel: &str,
+        subscribed: &watch::Sender<bool>,
+        deliver: &impl Fn(String),
+    ) {
+        let connect = async {
+            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let Some(mut pubsub) = self
+            .observe(tokio::time::timeout(REDIS_TIMEOUT, connect).await)
+            .ok()
+        else {
+            return;
+        };
+        subscribed.send_replace(true);
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            match message.get_payload::<String>() {
+                Ok(text) => deliver(text),
+                Err(error) => log::error!("cluster: {channel}: unreadable message: {error}"),
+            }
+        }
+        log::warn!("cluster: subscription to {channel} lost");
+    }
+}
+
+impl Fanout {
+    /// Waits (briefly) until the subscription is up; false if it is not.
+    pub async fn ready(&self) -> bool {
+        let mut subscribed = self.subscribed.clone();
+        let ready = tokio::time::timeout(READY_WAIT, subscribed.wait_for(|up| *up))
+            .await
+            .is_ok_and(|result| result.is_ok());
+        ready
+    }
+
+    /// Whether this node receives the channel now.
+    pub fn is_subscribed(&self) -> bool {
+        *self.subscribed.borrow()
+    }
+
+    /// Publishes `message` to every node; `Err` if Redis did not take it.
+    pub async fn publish(&self, message: &str) -> Result<(), Unavailable> {
+        self.cluster
+            .run::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(message))
+            .await
+            .map(drop)
+    }
+}

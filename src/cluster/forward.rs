@@ -1,0 +1,178 @@
+//! Forwards a whole request to the node that owns its session, and streams
+//! the owner's response back as it comes (status, headers, body chunks).
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, Method, Version};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+
+use super::FORWARDED_HEADER;
+
+/// Bound on connecting to the owner: past it, the owner counts as gone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle pooled connections are dropped before the owner's keep-alive (5 s by
+/// default in actix) would close them under a new request.
+const POOL_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+thread_local! {
+    // awc clients are per thread; one per worker keeps a connection pool
+    // per owner.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .timeout(CONNECT_TIMEOUT)
+                .conn_keep_alive(POOL_KEEP_ALIVE)
+                .limit(0),
+        )
+        // Streaming receivers last as long as the session does.
+        .disable_timeout()
+        .disable_redirects()
+        .no_default_headers()
+        .finish();
+}
+
+/// Why a forward gave no response.
+#[derive(Debug)]
+pub(crate) enum ForwardError {
+    /// The owner could not be reached at all: it is gone.
+    Unreachable(String),
+    /// The owner was reached but the exchange failed.
+    Failed(String),
+}
+
+/// Sends `req` (with `payload` as its body, if any) to the owner at
+/// `address` and gives back its response, body streaming.
+pub(crate) async fn forward(
+    req: &HttpRequest,
+    payload: Option<web::Payload>,
+    address: &str,
+    node_id: &str,
+    scheme: &str,
+) -> Result<HttpResponse, ForwardError> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path(), |p| p.as_str());
+    let url = format!("http://{address}{path}");
+    let mut request = CLIENT.with(|client| client.request(req.method().clone(), url));
+    copy_request_headers(req.headers(), request.headers_mut());
+    let headers = request.headers_mut();
+    if let Some(peer) = req.peer_addr() {
+        append_forwarded_for(headers, &peer.ip().to_string());
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+    );
+    if let Ok(node) = HeaderValue::from_str(node_id) {
+        headers.insert(HeaderName::from_static(FORWARDED_HEADER), node);
+    }
+    let sent = match payload {
+        Some(payload) if *req.method() != Method::GET => request.send_stream(payload).await,
+        _ => request.send().await,
+    };
+    let mut upstream = sent.map_err(|error| match error {
+        SendRequestError::Connect(e) => ForwardError::Unreachable(e.to_string()),
+        other => ForwardError::Failed(other.to_string()),
+    })?;
+    let mut response = HttpResponse::build(upstream.status());
+    for (name, value) in upstream.headers() {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
+            response.append_header((name.clone(), value.clone()));
+        }
+    }
+    if upstream.headers().contains_key(header::CONTENT_LENGTH) {
+        // Sends and errors: a short body, whole.
+        let body = upstream
+            .body()
+            .await
+            .map_err(|e| ForwardError::Failed(e.to_string()))?;
+        return Ok(response.body(body));
+    }
+    let mut response = response.streaming(upstream);
+    if req.version() < Version::HTTP_11 {
+        // As the receivers do: no chunks for HTTP/1.0, the body ends with the connection.
+        let head = response.head_mut();
+        head.set_connection_type(ConnectionType::Close);
+        head.no_chunking(true);
+    }
+    Ok(response)
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The client's headers, less the hop-by-hop ones and the body framing
+/// (the forward frames its body itself) and any forwarding marker.
+fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH && name != FORWARDED_HEADER {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Appends the address this node got the request from, as proxies do.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &str) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {peer}"),
+        None => peer.to_owned(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, "10.0.0.9");
+        assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        append_forwarded_for(&mut headers, "10.0.0.7");
+        assert_eq!(
+            headers.get("x-forwarded-for").unwrap(),
+            "10.0.0.9, 10.0.0.7"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_framing_stay_behind() {
+        let mut from = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive"),
+            ("content-length", "7"),
+            ("transfer-encoding", "chunked"),
+            ("x-sockjs-gateway-forwarded", "spoofed"),
+            ("origin", "https://a.example"),
+            ("cookie", "JSESSIONID=x"),
+        ] {
+            from.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut to = HeaderMap::new();
+        copy_request_headers(&from, &mut to);
+        let mut names: Vec<&str> = to.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["cookie", "origin"]);
+    }
+}

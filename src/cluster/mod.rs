@@ -1,0 +1,258 @@
+//! Cluster mode: several gateway nodes behind one balancer, with Redis as the
+//! backplane (README, "Cluster").
+//!
+//! The node that creates an HTTP-transport session owns it: its state and its
+//! handler stay there. Redis holds who owns which session id and which nodes
+//! are alive; a request for a session owned elsewhere is forwarded to the
+//! owner whole, its response streamed back unchanged. Nothing here runs
+//! without a [`Cluster`], and nothing runs per message.
+
+mod broadcast;
+pub(crate) mod directory;
+pub(crate) mod forward;
+mod health;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use broadcast::Fanout;
+use health::Reachability;
+
+/// How long a node's lease lives without a refresh: a node that dies has its
+/// sessions declared lost at most this long after its last refresh.
+pub const NODE_LEASE: Duration = Duration::from_secs(5);
+/// How often a node refreshes its lease.
+pub const LEASE_REFRESH: Duration = Duration::from_secs(1);
+/// How long a session's ownership record lives without a refresh. The owner
+/// refreshes it every [`SESSION_RECORD_REFRESH`] while the session lives and
+/// deletes it when the session ends; a dead node's records go by themselves.
+pub const SESSION_RECORD_TTL: Duration = Duration::from_secs(600);
+pub const SESSION_RECORD_REFRESH: Duration = Duration::from_secs(200);
+/// The record's life between its claim and the session's start: a request
+/// refused after the claim (admission, session cap) leaves it this long.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// Bound on one Redis command, connection included.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The close frame of a session whose owner node is gone.
+pub const OWNER_LOST: (u16, &str) = (4503, "Session owner lost");
+/// The close of a broadcast member whose messages cannot reach the cluster.
+pub const BACKPLANE_UNAVAILABLE: (u16, &str) = (4502, "Cluster backplane unavailable");
+/// Marks a request forwarded by another node: the receiving node serves it
+/// itself. A client that sets it only keeps its request on the node it
+/// reached, which then answers as a single node would.
+pub const FORWARDED_HEADER: &str = "x-sockjs-gateway-forwarded";
+
+/// This node's place in a cluster. Clone it freely: clones share everything.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), String> {
+/// use sockjs_gateway::{cluster::Cluster, Options, Session, SockJs};
+/// let cluster = Cluster::new("redis://127.0.0.1:6379")?;
+/// let echo = SockJs::new("/echo", Options::default(), |_session: Session| async {})
+///     .with_cluster(&cluster);
+/// // ... bind the server, then, with the address other nodes reach it at:
+/// cluster.join("10.0.0.5:8081".into());
+/// # let _ = echo; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    client: redis::Client,
+    redis: ConnectionManager,
+    advertise: OnceLock<String>,
+    reachability: Reachability,
+}
+
+impl Cluster {
+    /// A node of the cluster whose backplane is at `redis_url`
+    /// (`redis://HOST:PORT[/DB]`). It connects lazily: an unreachable Redis
+    /// is reported by [`Cluster::is_reachable`] and the logs, not here.
+    pub fn new(redis_url: &str) -> Result<Cluster, String> {
+        let url = check_redis_url(redis_url)?;
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("`{url}`: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            // Each command is its own probe: fail it fast and let the next
+            // one reconnect, rather than queue work behind retries.
+            .set_number_of_retries(1);
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| format!("`{url}`: {e}"))?;
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                node_id: new_node_id(),
+                client,
+                redis,
+                advertise: OnceLock::new(),
+                reachability: Reachability::new(url),
+            }),
+        })
+    }
+
+    /// This node's random id, new at every start.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The address other nodes forward to, once [`Cluster::join`] set it.
+    pub fn advertised(&self) -> Option<&str> {
+        self.inner.advertise.get().map(String::as_str)
+    }
+
+    /// Whether the last Redis command succeeded.
+    pub fn is_reachable(&self) -> bool {
+        self.inner.reachability.is_reachable()
+    }
+
+    /// Announces this node at `advertise` (`HOST:PORT`, plain HTTP, as the
+    /// other nodes reach it) and keeps its lease until the process ends.
+    /// Call it once the server is bound, from within the actix runtime.
+    pub fn join(&self, advertise: String) {
+        if self.inner.advertise.set(advertise).is_err() {
+            return;
+        }
+        let cluster = self.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_REFRESH);
+            loop {
+                tick.tick().await;
+                let _ = cluster.refresh_lease().await;
+            }
+        });
+    }
+
+    /// Gives up this node's lease at once (on shutdown), so the other nodes
+    /// declare its sessions lost without waiting for the lease to run out.
+    pub async fn leave(&self) {
+        let key = directory::node_key(self.node_id());
+        let _ = self
+            .run_idempotent(|mut connection| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("DEL")
+                        .arg(key)
+                        .query_async::<()>(&mut connection)
+                        .await
+                }
+            })
+            .await;
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.inner.redis.clone()
+    }
+
+    /// Runs one command, bounded by [`REDIS_TIMEOUT`], noting reachability.
+    /// Not retried: for commands that must not run twice (PUBLISH).
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        let mut connection = self.connection();
+        let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut connection)).await;
+        self.observe(result)
+    }
+
+    /// Runs an idempotent command or script, once more if the connection
+    /// was found broken: the first command after Redis came back meets the
+    /// old connection, and the manager reconnects only then.
+    async fn run_idempotent<T, F, Fut>(&self, attempt: F) -> Result<T, Unavailable>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
+        if let Ok(Err(error)) = &result {
+            if error.is_connection_dropped() || error.is_io_error() {
+                result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
+            }
+        }
+        self.observe(result)
+    }
+
+    fn observe<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Unavailable> {
+        let result = match result {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+        };
+        self.inner.reachability.observe(result).ok_or(Unavailable)
+    }
+}
+
+/// Redis did not answer: the work that needs it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cluster backplane unavailable")
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// A `redis://HOST[:PORT][/DB]` URL, as given; other schemes are refused
+/// (no TLS or sockets: the backplane is on the nodes' private network).
+pub fn check_redis_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("`{url}`: the Redis URL must start with redis://"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
+        return Err(format!("`{url}`: the Redis URL needs a host"));
+    }
+    redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
+    Ok(url.to_owned())
+}
+
+/// 64 random bits in hex, from the standard library's per-process random
+/// hasher keys: enough to tell the nodes of one cluster apart.
+fn new_node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_arithmetic() {
+        // Several refreshes fit in one lease, so one late refresh (a busy
+        // node, a slow Redis) does not declare a live node dead.
+        assert!(NODE_LEASE >= LEASE_REFRESH * 4);
+        assert!(SESSION_RECORD_TTL >= SESSION_RECORD_REFRESH * 3);
+        assert!(CLAIM_TTL < SESSION_RECORD_TTL);
+        assert!(REDIS_TIMEOUT <= LEASE_REFRESH);
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert!(check_redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(check_redis_url("redis://redis.internal/2").is_ok());
+        assert!(check_redis_url("rediss://h:6379").is_err());
+        assert!(check_redis_url("127.0.0.1:6379").is_err());
+        assert!(check_redis_url("redis://").is_err());
+        assert!(check_redis_url("redis://:6379").is_err());
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        let a = new_node_id();
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, new_node_id());
+    }
+}

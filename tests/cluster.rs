@@ -1,0 +1,279 @@
+//! Cluster mode over real sockets: several gateway nodes sharing a real
+//! `redis-server`, requests of one session spread over the nodes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::redis::Redis;
+use support::*;
+
+/// sockjs_gateway::cluster::NODE_LEASE, the bound on declaring a dead node's
+/// sessions lost.
+const NODE_LEASE: Duration = Duration::from_secs(5);
+const SLACK: Duration = Duration::from_secs(3);
+
+fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
+fn nodes(redis: &Redis, n: usize) -> Vec<Server> {
+    (0..n).map(|_| node(redis, &[])).collect()
+}
+
+fn node_id(server: &Server) -> String {
+    poll_until("the cluster node line", Duration::from_secs(10), || {
+        let log = server.log();
+        let rest = log.split("cluster node ").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[test]
+fn xhr_polling_session_across_three_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let sid = n[0].open_xhr_session("/echo");
+    let started = Instant::now();
+    for i in 0..200 {
+        let message = format!("m{i}");
+        n[(i + 1) % 3].send_ok("/echo", &sid, &json_array(&[&message]));
+        let got = n[(i + 2) % 3].poll_messages("/echo", &sid, 1);
+        assert_eq!(got, [message], "round {i}");
+    }
+    let per_round = started.elapsed() / 200;
+    eprintln!("cross-node xhr round trip (send via one node, poll via another): {per_round:?}");
+    // Batches too: ten sends through one node, one poll through another.
+    for i in 0..10 {
+        n[1].send_ok("/echo", &sid, &json_array(&[&format!("b{i}")]));
+    }
+    let batch = n[2].poll_messages("/echo", &sid, 10);
+    let expected: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    assert_eq!(batch, expected);
+    // The handler ran once, on the owner: one echo per message, none twice.
+    n[0].send_ok("/echo", &sid, r#"["last"]"#);
+    assert_eq!(n[1].poll_messages("/echo", &sid, 1), ["last"]);
+}
+
+#[test]
+fn xhr_streaming_through_another_node_and_the_single_receiver_rule() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let sid = n[0].open_xhr_session("/echo");
+    let mut stream = xhr_streaming(n[1].port, "/echo", &sid);
+    stream.expect_prelude();
+    for i in 0..5 {
+        let message = format!("s{i}");
+        n[2].send_ok("/echo", &sid, &json_array(&[&message]));
+        assert_eq!(stream.next_frame(), Frame::Messages(vec![message]));
+    }
+    let second = n[2].poll("/echo", &sid);
+    assert_eq!(second, close_frame(2010, "Another connection still open"));
+    n[0].send_ok("/echo", &sid, r#"["after"]"#);
+    assert_eq!(stream.next_frame(), Frame::Messages(vec!["after".into()]));
+
+    // A session a streaming receiver opens on one node streams o there.
+    let fresh = support::sid();
+    let mut opened = xhr_streaming(n[2].port, "/echo", &fresh);
+    opened.expect_prelude();
+    assert_eq!(opened.next_frame(), Frame::Open);
+    n[0].send_ok("/echo", &fresh, r#"["x"]"#);
+    assert_eq!(opened.next_frame(), Frame::Messages(vec!["x".into()]));
+}
+
+#[test]
+fn eventsource_htmlfile_and_jsonp_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+
+    let sid = n[0].open_xhr_session("/echo");
+    let mut events = eventsource(n[1].port, "/echo", &sid);
+    events.expect_eventsource_prelude();
+    n[2].send_ok("/echo", &sid, r#"["es"]"#);
+    assert_eq!(
+        events.next_event_frame(),
+        Frame::Messages(vec!["es".into()])
+    );
+
+    let sid = n[0].open_xhr_session("/echo");
+    let mut page = htmlfile(n[1].port, "/echo", &sid, "cb");
+    page.read_htmlfile_prelude();
+    n[2].send_ok("/echo", &sid, r#"["hf"]"#);
+    assert_eq!(
+        page.next_htmlfile_frame(),
+        Frame::Messages(vec!["hf".into()])
+    );
+
+    let sid = n[0].open_jsonp_session("/echo");
+    n[1].jsonp_send_form_ok("/echo", &sid, r#"["jp"]"#);
+    assert_eq!(n[2].jsonp_messages("/echo", &sid, 1), ["jp"]);
+}
+
+#[test]
+fn broadcast_reaches_every_member_on_every_node_in_one_order() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let polled = n[0].open_xhr_session("/broadcast");
+    let mut raw = n[1].ws("/broadcast/websocket");
+    let framed_sid = sid();
+    let mut framed = n[2].ws(&format!("/broadcast/000/{framed_sid}/websocket"));
+    assert_eq!(framed.next_frame(), Frame::Open);
+    // The raw member's own message proves it is registered: it must come
+    // back to it like to the others.
+    raw.send_text("sync");
+    assert_eq!(n[1].poll_messages("/broadcast", &polled, 1), ["sync"]);
+    assert_eq!(raw.next_text(), "sync");
+    assert_eq!(framed.messages(1), ["sync"]);
+
+    const EACH: usize = 30;
+    for i in 0..EACH {
+        n[2].send_ok("/broadcast", &polled, &json_array(&[&format!("p{i}")]));
+        raw.send_text(&format!("r{i}"));
+        framed.send_text(&json_array(&[&format!("f{i}")]));
+    }
+    let total = 3 * EACH;
+    let from_polled = n[1].poll_messages("/broadcast", &polled, total);
+    let from_raw: Vec<String> = (0..total).map(|_| raw.next_text()).collect();
+    let from_framed = framed.messages(total);
+    for (who, got) in [("raw", &from_raw), ("framed", &from_framed)] {
+        assert_eq!(got, &from_polled, "{who} member saw another order");
+    }
+    for prefix in ["p", "r", "f"] {
+        let mine: Vec<&String> = from_polled
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(
+            mine,
+            expected.iter().collect::<Vec<_>>(),
+            "{prefix}: once each, in order"
+        );
+    }
+}
+
+#[test]
+fn a_dead_owner_s_sessions_close_and_the_others_keep_working() {
+    let redis = Redis::start();
+    // Sessions must outlive the wait for the dead node's lease.
+    let long = ["--disconnect-delay", "30s"];
+    let mut n: Vec<Server> = (0..3).map(|_| node(&redis, &long)).collect();
+    let dead_id = node_id(&n[0]);
+    let owned_by_dead = n[0].open_xhr_session("/echo");
+    let also_owned_by_dead = n[0].open_xhr_session("/echo");
+    let owned_by_b = n[1].open_xhr_session("/echo");
+    let mut attached = xhr_streaming(n[1].port, "/echo", &owned_by_dead);
+    attached.expect_prelude();
+
+    let killed = Instant::now();
+    n[0].kill();
+    // The streaming receiver forwarded through B ends (it does not hang);
+    // its client polls again, anywhere, and gets the owner-lost close.
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attached.read_to_end()));
+    assert!(
+        killed.elapsed() < NODE_LEASE,
+        "the forwarded stream ended after {:?} ({ended:?})",
+        killed.elapsed()
+    );
+    assert_eq!(
+        n[2].poll("/echo", &owned_by_dead),
+        close_frame(4503, "Session owner lost")
+    );
+    assert!(killed.elapsed() < NODE_LEASE + SLACK);
+    // Later receivers, on any node, get the same close frame.
+    assert_eq!(
+        n[1].poll("/echo", &owned_by_dead),
+        close_frame(4503, "Session owner lost")
+    );
+    let send = n[1].xhr_send("/echo", &owned_by_dead, br#"["x"]"#);
+    assert_eq!(send.status, 404);
+
+    // Once the lease is gone, the owner is declared lost without a connect.
+    let lease = format!("sockjs:node:{dead_id}");
+    poll_until(
+        "the dead node's lease to expire",
+        NODE_LEASE + SLACK,
+        || (redis.command(&["EXISTS", &lease]) == ":0").then_some(()),
+    );
+    assert_eq!(
+        n[2].poll("/echo", &also_owned_by_dead),
+        close_frame(4503, "Session owner lost")
+    );
+
+    // Sessions of live nodes are unaffected.
+    n[2].send_ok("/echo", &owned_by_b, r#"["still here"]"#);
+    assert_eq!(n[2].poll_messages("/echo", &owned_by_b, 1), ["still here"]);
+
+    // A restarted node rejoins: its new sessions work across nodes.
+    n[0] = node(&redis, &long);
+    let fresh = n[0].open_xhr_session("/echo");
+    n[1].send_ok("/echo", &fresh, r#"["rejoined"]"#);
+    assert_eq!(n[2].poll_messages("/echo", &fresh, 1), ["rejoined"]);
+}
+
+#[test]
+fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &["--metrics", "127.0.0.1:0"]);
+    let b = node(&redis, &[]);
+    let health_port = metrics_port(&a);
+    let healthz = || Conn::open(health_port).request(&Request::get("/healthz"));
+    poll_until("healthz to say reachable", Duration::from_secs(5), || {
+        healthz().text().contains("redis: reachable").then_some(())
+    });
+    let local = a.open_xhr_session("/echo");
+    let mut ws = a.ws("/echo/websocket");
+
+    let port = redis.port;
+    redis.kill();
+    ws.send_text("still");
+    assert_eq!(ws.next_text(), "still");
+    let refused = poll_until(
+        "a new session to be refused",
+        Duration::from_secs(5),
+        || {
+            let r = a.xhr("/echo", &sid());
+            (r.status == 503).then_some(r)
+        },
+    );
+    assert_eq!(refused.text(), "Cluster backplane unavailable.");
+    let health = poll_until("healthz to say unreachable", Duration::from_secs(5), || {
+        let r = healthz();
+        r.text().contains("redis: unreachable").then_some(r)
+    });
+    assert_eq!(health.status, 200);
+    assert!(a.log().contains("is unreachable"), "the outage is logged");
+    // A session this node owns needs no Redis.
+    a.send_ok("/echo", &local, r#"["local"]"#);
+    assert_eq!(a.poll_messages("/echo", &local, 1), ["local"]);
+    ws.send_text("again");
+    assert_eq!(ws.next_text(), "again");
+
+    let _redis = Redis::start_on(port);
+    let sid = poll_until(
+        "new sessions to work again",
+        Duration::from_secs(10),
+        || {
+            let sid = sid();
+            (a.xhr("/echo", &sid).text() == "o\n").then_some(sid)
+        },
+    );
+    b.send_ok("/echo", &sid, r#"["back"]"#);
+    assert_eq!(b.poll_messages("/echo", &sid, 1), ["back"]);
+    assert_eq!(
+        a.log().matches("is unreachable").count(),
+        1,
+        "once per outage"
+    );
+}
+
+#[test]
+fn refuses_bad_cluster_settings() {
+    let err = expect_start_refused(&["--redis", "http://127.0.0.1:6379"]);
+    assert!(err.contains("redis://"), "{err}");
+    let err = expect_start_refused(&["--redis", "redis://127.0.0.1:1", "--advertise", "nowhere"]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+}
