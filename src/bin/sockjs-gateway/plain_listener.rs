@@ -11,10 +11,15 @@ use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
 use actix_http::{HttpService, Request, Response};
-use actix_service::{map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_rt::net::TcpStream;
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server};
+use futures::future::ready;
 
 /// actix-web's defaults for the request head and the client's goodbye.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,15 +55,22 @@ where
             let app = app()
                 .into_factory()
                 .map_err(|error| error.into().error_response());
-            HttpService::build()
+            let http1 = HttpService::build()
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
                 // As over TLS: see main.rs.
                 .h1_allow_half_closed(false)
-                .tcp_nodelay(true)
                 .local_addr(local)
-                .h1(map_config(app, |_| AppConfig::default()))
-                .tcp()
+                .h1(map_config(app, |_| AppConfig::default()));
+            // The HTTP/1 service's own `tcp()` ignores `tcp_nodelay`, and
+            // Nagle's algorithm would hold each small frame behind the
+            // client's delayed ACK (40 ms per polling round trip).
+            fn_service(|io: TcpStream| {
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                ready(Ok::<_, DispatchError>((io, peer)))
+            })
+            .and_then(http1)
         })?;
     }
     Ok((builder.run(), bound))
