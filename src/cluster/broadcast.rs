@@ -39,6 +39,7 @@ impl Cluster {
     ) -> Fanout {
         let channel = broadcast_channel(prefix);
         let (subscribed_tx, subscribed) = watch::channel(false);
+        self.inner.subscriptions.lock().push(subscribed.clone());
         let cluster = self.clone();
         let task_channel = channel.clone();
         actix_rt::spawn(async move {

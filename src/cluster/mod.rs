@@ -39,7 +39,7 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The close frame of a session whose owner node is gone.
 pub const OWNER_LOST: (u16, &str) = (4503, "Session owner lost");
 /// The close of a broadcast member whose messages cannot reach the cluster.
-pub const BACKPLANE_UNAVAILABLE: (u16, &str) = (4502, "Cluster backplane unavailable");
+pub const BACKPLANE_UNAVAILABLE: (u16, &str) = (4504, "Cluster backplane unavailable");
 /// Marks a request forwarded by another node: the receiving node serves it
 /// itself. A client that sets it only keeps its request on the node it
 /// reached, which then answers as a single node would.
@@ -68,6 +68,8 @@ struct Inner {
     redis: ConnectionManager,
     advertise: OnceLock<String>,
     reachability: Reachability,
+    /// Each broadcast channel's subscription state, for [`Cluster::subscribed`].
+    subscriptions: parking_lot::Mutex<Vec<tokio::sync::watch::Receiver<bool>>>,
 }
 
 impl Cluster {
@@ -92,8 +94,25 @@ impl Cluster {
                 redis,
                 advertise: OnceLock::new(),
                 reachability: Reachability::new(url),
+                subscriptions: Default::default(),
             }),
         })
+    }
+
+    /// Waits (at most `timeout`) until every broadcast channel of this node
+    /// is subscribed; false if one is not. The gateway waits for this before
+    /// it serves: a member that heard `o` before its node subscribed would
+    /// miss what other nodes publish meanwhile.
+    pub async fn subscribed(&self, timeout: Duration) -> bool {
+        let subscriptions = self.inner.subscriptions.lock().clone();
+        let all = futures::future::join_all(
+            subscriptions
+                .into_iter()
+                .map(|mut s| async move { s.wait_for(|up| *up).await.is_ok() }),
+        );
+        tokio::time::timeout(timeout, all)
+            .await
+            .is_ok_and(|ready| ready.into_iter().all(|up| up))
     }
 
     /// This node's random id, new at every start.

@@ -111,6 +111,13 @@ async fn main() -> std::io::Result<()> {
             .unwrap_or_else(|error| refuse_to_start(error))
     });
     let addrs: Vec<String> = bound.iter().map(|a| format!("{scheme}://{a}")).collect();
+    if let Some(cluster) = &cluster {
+        if !cluster.subscribed(Duration::from_secs(5)).await {
+            log::warn!(
+                "cluster: broadcast channels not subscribed yet; their members wait for them"
+            );
+        }
+    }
     log::info!(
         "sockjs-gateway listening on {}; serving {}",
         addrs.join(", "),
