@@ -40,18 +40,7 @@ NOISY=()
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-on_exit() {
-  local status=$?
-  stop_server
-  if [[ $status -eq 0 ]]; then
-    rm -rf "$WORK"
-  else
-    echo "bench: logs kept in $WORK" >&2
-  fi
-  exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+clean_up_on_exit "bench: logs kept in $WORK"
 
 # ---------------------------------------------------------------- limits
 # Large idle runs need one fd per connection on each side. Only the soft

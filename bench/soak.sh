@@ -44,18 +44,7 @@ SERVER_PID=""
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-on_exit() {
-  local status=$?
-  stop_server
-  if [[ $status -eq 0 ]]; then
-    rm -rf "$WORK"
-  else
-    echo "soak: gateway log kept in $LOG" >&2
-  fi
-  exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+clean_up_on_exit "soak: gateway log kept in $LOG"
 
 # Churn waves hold thousands of connections: soft fd limit up to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

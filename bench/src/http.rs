@@ -3,7 +3,7 @@
 //! encoding, read incrementally (a streaming receiver's body never ends
 //! until `response_limit`).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const READ_CHUNK: usize = 8192;
@@ -137,27 +137,8 @@ impl Http {
     }
 
     async fn read_more(&mut self) -> Result<usize, String> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let len = self.buf.len() * 2;
-                self.buf.resize(len, 0);
-            }
-        }
-        let n = self
-            .stream
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        self.end += n;
-        Ok(n)
+        let (buf, start, end) = (&mut self.buf, &mut self.start, &mut self.end);
+        crate::net::read_more(&mut self.stream, buf, start, end, 0).await
     }
 
     async fn read_head(&mut self, path: &str) -> Result<Head, String> {
@@ -347,6 +328,7 @@ pub fn drain_lines(pending: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// A server that answers with `response`, written one byte at a time

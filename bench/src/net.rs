@@ -182,3 +182,40 @@ pub async fn other_cpu_pct(server: Option<u32>, window: std::time::Duration) -> 
     let wall = at.elapsed().as_secs_f64();
     Some((100.0 * ((m1 - m0) - (s1 - s0) - (g1 - g0)) / wall).max(0.0))
 }
+
+/// Reads more bytes into `buf[*end..]`, where `buf[*start..*end]` is what is
+/// not consumed yet: first the buffer is reset when empty, grown to at least
+/// `min_len`, and, when full, compacted (consumed bytes dropped) or doubled.
+/// Returns how many bytes came (0 at the end of the stream).
+pub async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+    end: &mut usize,
+    min_len: usize,
+) -> Result<usize, String> {
+    use tokio::io::AsyncReadExt;
+    if *start == *end {
+        *start = 0;
+        *end = 0;
+    }
+    if buf.len() < min_len {
+        buf.resize(min_len, 0);
+    }
+    if *end == buf.len() {
+        if *start > 0 {
+            buf.copy_within(*start..*end, 0);
+            *end -= *start;
+            *start = 0;
+        } else {
+            let len = buf.len() * 2;
+            buf.resize(len, 0);
+        }
+    }
+    let n = stream
+        .read(&mut buf[*end..])
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    *end += n;
+    Ok(n)
+}

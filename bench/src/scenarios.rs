@@ -378,15 +378,8 @@ async fn ws_echo(
     .await;
     let opened = sockets.iter().filter(|s| s.is_some()).count();
 
-    let t0 = Instant::now();
-    let window = (t0 + cfg.warmup, t0 + cfg.warmup + cfg.duration);
-    let stats = Stats::new(window);
-    {
-        let setup = setup_stats.borrow();
-        let mut s = stats.borrow_mut();
-        s.errors += setup.errors;
-        s.samples.extend(setup.samples.iter().cloned());
-    }
+    let stats = measured_after_setup(&cfg, &setup_stats);
+    let window = stats.borrow().window;
     let mut tasks = JoinSet::new();
     for (i, ws) in sockets.into_iter().enumerate() {
         let Some(mut ws) = ws else { continue };
@@ -590,15 +583,8 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
     .await;
     let opened_count = opened.iter().filter(|s| s.is_some()).count();
 
-    let t0 = Instant::now();
-    let window = (t0 + cfg.warmup, t0 + cfg.warmup + cfg.duration);
-    let stats = Stats::new(window);
-    {
-        let setup = setup_stats.borrow();
-        let mut s = stats.borrow_mut();
-        s.errors += setup.errors;
-        s.samples.extend(setup.samples.iter().cloned());
-    }
+    let stats = measured_after_setup(&cfg, &setup_stats);
+    let window = stats.borrow().window;
     let mut tasks = JoinSet::new();
     for (i, parts) in opened.into_iter().enumerate() {
         let Some((recv, mut send)) = parts else {
@@ -1207,4 +1193,18 @@ impl Config {
     fn target_sources(&self) -> usize {
         self.target.source_count()
     }
+}
+
+/// The statistics of a run's measured window, which starts now (after its
+/// warm-up), carrying the errors and error samples of the setup before it.
+fn measured_after_setup(cfg: &Config, setup_stats: &Shared) -> Shared {
+    let t0 = Instant::now();
+    let stats = Stats::new((t0 + cfg.warmup, t0 + cfg.warmup + cfg.duration));
+    {
+        let setup = setup_stats.borrow();
+        let mut s = stats.borrow_mut();
+        s.errors += setup.errors;
+        s.samples.extend(setup.samples.iter().cloned());
+    }
+    stats
 }

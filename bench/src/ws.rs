@@ -5,7 +5,7 @@
 //! core is not the bottleneck. Server frames are expected unfragmented (actix
 //! never fragments); a fragment is reported as an error, never mis-read.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// One message from the server; `Text` borrows the connection's buffer.
@@ -80,33 +80,11 @@ impl Ws {
 
     /// Reads at least one more byte into the buffer, compacting or growing it.
     async fn read_more(&mut self) -> Result<(), String> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+        let (buf, start, end) = (&mut self.buf, &mut self.start, &mut self.end);
+        match crate::net::read_more(&mut self.stream, buf, start, end, READ_CHUNK).await? {
+            0 => Err("connection closed by the server".into()),
+            _ => Ok(()),
         }
-        if self.buf.len() < READ_CHUNK {
-            self.buf.resize(READ_CHUNK, 0);
-        }
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let len = self.buf.len() * 2;
-                self.buf.resize(len, 0);
-            }
-        }
-        let n = self
-            .stream
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed by the server".into());
-        }
-        self.end += n;
-        Ok(())
     }
 
     /// Frees the read buffer while nothing is buffered (idle sessions hold
@@ -251,6 +229,7 @@ impl Ws {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     #[tokio::test]
