@@ -58,6 +58,29 @@ fn xhr_polling_session_across_three_nodes() {
     assert_eq!(n[1].poll_messages("/echo", &sid, 1), ["last"]);
 }
 
+/// A forwarded 204 has no body at all: on a keep-alive connection the next
+/// response starts right after its head (a chunked end written after a
+/// 204 once read as the start of the next response).
+#[test]
+fn forwarded_answers_keep_the_connection_usable() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let sid = n[0].open_xhr_session("/echo");
+    let mut conn = n[1].connect();
+    for i in 0..3 {
+        let message = format!("k{i}");
+        let body = json_array(&[&message]);
+        let send = Request::post(&format!("/echo/000/{sid}/xhr_send"), body.as_bytes());
+        let sent = conn.request(&send);
+        assert_eq!(sent.status, 204, "{}", sent.body_lossy());
+        assert!(sent.body.is_empty());
+        assert!(conn.take_buffered().is_empty(), "bytes after the 204");
+        let poll = conn.request(&Request::post(&format!("/echo/000/{sid}/xhr"), b""));
+        assert_eq!(poll.status, 200);
+        assert_eq!(one_frame_body(&poll.text()), Frame::Messages(vec![message]));
+    }
+}
+
 #[test]
 fn xhr_streaming_through_another_node_and_the_single_receiver_rule() {
     let redis = Redis::start();

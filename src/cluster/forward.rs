@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{ConnectionType, Method, Version};
+use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::SendRequestError;
 
@@ -83,8 +83,12 @@ pub(crate) async fn forward(
             response.append_header((name.clone(), value.clone()));
         }
     }
-    if upstream.headers().contains_key(header::CONTENT_LENGTH) {
-        // Sends and errors: a short body, whole.
+    let status = upstream.status();
+    let no_body = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if no_body || upstream.headers().contains_key(header::CONTENT_LENGTH) {
+        // Sends, errors, 204 and 304: a short body (or none), whole. A
+        // streamed body here would put a chunked end on a 204, which has
+        // no body: bytes the client reads as the start of its next response.
         let body = upstream
             .body()
             .await
