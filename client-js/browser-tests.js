@@ -5,7 +5,7 @@
 // binary, on every transport, behind hostile nginx proxies, and clicks
 // through the demo page the gateway serves at `/`.
 //
-//   node browser-tests.js [--only matrix,proxies,demo] [--transport NAME,...]
+//   node browser-tests.js [--only matrix,proxies,relay,cluster,demo] [--transport NAME,...]
 //                         [--demo-from-file] [--keep-tmp] [--verbose]
 //
 // Environment: GATEWAY_BIN (default ../target/debug/sockjs-gateway),
@@ -20,6 +20,7 @@ const path = require('path');
 const { chromium } = require('playwright-core');
 const procs = require('./lib/procs');
 const { runDemo } = require('./lib/demo-test');
+const { runCluster } = require('./lib/cluster-test');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -36,7 +37,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,proxies,relay,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,proxies,relay,cluster,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -496,6 +497,13 @@ async function main() {
   if (ONLY.has('relay')) {
     const relay = await runRelay(gw, pageOrigin, logDir);
     gatewayLogs.push(['relay gateway', path.join(logDir, 'relay-gateway.log'), relay]);
+  }
+  if (ONLY.has('cluster')) {
+    const cluster = await runCluster({
+      context, runInPage, report, section, pageOrigin, logDir, gatewayBin: GATEWAY_BIN, nginx: NGINX,
+      checks: CHECKS, transports: CROSS_ORIGIN_TRANSPORTS, sameOriginLoader, transportFilter: TRANSPORT_FILTER,
+    });
+    cluster.nodes.forEach((n, i) => gatewayLogs.push([`cluster node${i}`, n.logFile, n]));
   }
   if (ONLY.has('demo')) {
     section(`demo page: http://127.0.0.1:${gw.port}/${DEMO_FROM_FILE ? ' (demo.html answered from the file, --demo-from-file)' : ''}`);

@@ -2,7 +2,7 @@
 # Real-browser tests for sockjs-gateway (headless Chromium + nginx).
 #
 #   client-js/run-browser-tests.sh [options passed to browser-tests.js]
-#     --only matrix,proxies,demo   run some sections only
+#     --only matrix,proxies,relay,cluster,demo   run some sections only
 #     --transport NAME[,NAME]      matrix rows for these transports only
 #     --demo-from-file             test demo.html before the gateway serves it at /
 #     --verbose                    browser console, page errors

@@ -41,11 +41,12 @@ function drain(stream, sink, onLine) {
   });
 }
 
-// Starts sockjs-gateway on 127.0.0.1:0 and resolves with { port, child, log }
-// once it logged `listening on http://127.0.0.1:PORT`.
-function startGateway(bin, extraArgs, logPath) {
+// Starts sockjs-gateway on `listen` (default 127.0.0.1:0) and resolves with
+// { port, metricsPort, child, log } once it logged `listening on
+// http://127.0.0.1:PORT` (metricsPort: from `metrics on ...`, if --metrics).
+function startGateway(bin, extraArgs, logPath, listen = '127.0.0.1:0') {
   if (!fs.existsSync(bin)) throw new Error(`gateway binary not found at ${bin}`);
-  const args = ['--listen', '127.0.0.1:0', ...extraArgs];
+  const args = ['--listen', listen, ...extraArgs];
   const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
@@ -57,12 +58,18 @@ function startGateway(bin, extraArgs, logPath) {
       reject(new Error(`sockjs-gateway did not log "listening on" within 30 s:\n${log.lines.join('\n')}`));
     }, 30000);
     let found = false;
+    let port = null;
+    let metricsPort = null;
+    const wantsMetrics = args.includes('--metrics');
     const onLine = (line) => {
+      const metrics = /metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(line);
+      if (metrics) metricsPort = Number(metrics[1]);
       const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
-      if (m && !found) {
+      if (m) port = Number(m[1]);
+      if (port && (metricsPort || !wantsMetrics) && !found) {
         found = true;
         clearTimeout(timer);
-        resolve({ port: Number(m[1]), child, log, args });
+        resolve({ port, metricsPort, child, log, args });
       }
     };
     drain(child.stderr, log, onLine);
@@ -189,6 +196,91 @@ ${servers.join('\n')}
   return { child, confPath, dir, log };
 }
 
+// redis-server on a free loopback port, no persistence; resolves with
+// { port, child, url } once it answers PING.
+async function startRedis(bin) {
+  const [port] = await freePorts(1);
+  const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.push({ name: 'redis-server', child });
+  const log = { lines: [] };
+  drain(child.stdout, log);
+  drain(child.stderr, log);
+  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
+  await new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => reject(new Error(`cannot start redis-server: ${e.message} (apt-get install -y redis-server)`)));
+  });
+  const until = Date.now() + 10000;
+  for (;;) {
+    try {
+      if (await redisCommand(port, ['PING']) === 'PONG') break;
+    } catch (e) {
+      if (child.exited || Date.now() > until) {
+        throw new Error(`redis-server did not answer PING on ${port} within 10 s: ${e.message}\n${log.lines.join('\n')}`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { port, child, url: `redis://127.0.0.1:${port}` };
+}
+
+// One Redis command over RESP; resolves with a simple string, integer or
+// bulk string reply (null for a nil), rejects on an error reply.
+function redisCommand(port, args) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error('redis: no reply within 2 s')); }, 2000);
+    const done = (f, v) => { clearTimeout(timer); sock.destroy(); f(v); };
+    sock.on('error', (e) => done(reject, e));
+    sock.on('connect', () => {
+      sock.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
+    });
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk) => {
+      buf += chunk;
+      const eol = buf.indexOf('\r\n');
+      if (eol === -1) return;
+      const head = buf.slice(0, eol);
+      if (head[0] === '+') done(resolve, head.slice(1));
+      else if (head[0] === ':') done(resolve, Number(head.slice(1)));
+      else if (head[0] === '-') done(reject, new Error(`redis: ${head.slice(1)}`));
+      else if (head === '$-1') done(resolve, null);
+      else if (head[0] === '$') {
+        const len = Number(head.slice(1));
+        const body = buf.slice(eol + 2);
+        if (Buffer.byteLength(body) >= len + 2) done(resolve, body.slice(0, len));
+      } else done(reject, new Error(`redis: unexpected reply ${head}`));
+    });
+  });
+}
+
+// Reads one gauge or counter from a gateway's /metrics: the sum of the
+// samples of `name` whose labels include every pair in `labels`.
+function scrapeMetric(port, name, labels) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', timeout: 5000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        let sum = 0;
+        for (const line of text.split('\n')) {
+          const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+          if (!m || m[1] !== name) continue;
+          const have = m[2] || '';
+          if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(m[3]);
+        }
+        resolve(sum);
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('metrics: timed out')));
+    req.on('error', reject);
+  });
+}
+
 async function stopAll() {
   for (const close of closers.splice(0)) {
     try { await close(); } catch (e) { /* ignore */ }
@@ -217,4 +309,4 @@ function killAllNow() {
   }
 }
 
-module.exports = { startGateway, startNginx, startPageServer, freePorts, waitForPort, stopAll, killAllNow, deadline };
+module.exports = { startGateway, startRedis, redisCommand, scrapeMetric, startNginx, startPageServer, freePorts, waitForPort, stopAll, killAllNow, deadline };

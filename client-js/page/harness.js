@@ -143,6 +143,7 @@
       sock.onclose = function (e) {
         conn.events.push('close');
         conn.close = { code: e.code, reason: e.reason, wasClean: e.wasClean };
+        conn.closedAt = Date.now();
         if (!conn.opened) {
           clearTimeout(timer);
           reject(new Error('closed before open: code ' + e.code + ' "' + e.reason + '"'));
@@ -190,7 +191,8 @@
   function result(conn, extra) {
     var r = {
       ok: true, reason: '', transport: conn ? conn.transport : null,
-      openMs: conn && conn.openMs != null ? ms(conn.openMs) : null, echoMs: null, detail: ''
+      openMs: conn && conn.openMs != null ? ms(conn.openMs) : null, echoMs: null, detail: '',
+      session: conn && conn.sock ? sessionIdOf(conn.sock) : null
     };
     for (var k in extra) r[k] = extra[k];
     var inj = checkInjection();
@@ -411,6 +413,84 @@
     } finally {
       if (conn) conn.shutdown();
     }
+  };
+
+  // ------------------------------------------------------- cluster failover
+  // Sessions held across several calls from the runner: holdOpen opens
+  // them (each { url, transport }, verified with one echo) and names their
+  // session ids;
+  // heldEcho, after the runner killed a node, has every session that is
+  // still open echo a numbered run, and reports how each one ended.
+
+  // The session id sockjs-client chose: the last path segment of the
+  // session URL (`.../SERVER/SESSION`, `.../SERVER/SESSION/websocket`).
+  function sessionIdOf(sock) {
+    var t = sock._transport || {};
+    var url = String(t.transUrl || t.url || '');
+    var m = /\/[^/]+\/([^/]+?)(?:\/websocket)?$/.exec(url.split('?')[0]);
+    return m ? m[1] : null;
+  }
+
+  var held = [];
+
+  tests.holdOpen = async function (a) {
+    try {
+      for (var i = 0; i < a.sessions.length; i++) {
+        var t = a.sessions[i].transport;
+        var conn = await connect(a.sessions[i].url, [t], a.openTimeout || 10000, { timeout: 5000 });
+        var bad = checkTransport(conn, t);
+        if (bad) throw new Error(bad);
+        await pingEcho(conn, 10000);
+        conn.session = sessionIdOf(conn.sock);
+        if (!conn.session) throw new Error('no session id found in the ' + t + ' transport object');
+        held.push(conn);
+      }
+      return {
+        ok: true,
+        sessions: held.map(function (c, i) { return { index: i, transport: c.transport, session: c.session }; })
+      };
+    } catch (e) {
+      return { ok: false, reason: e.message, sessions: [] };
+    }
+  };
+
+  // Every held session that is open sends `count` numbered messages and
+  // must get them back in order; one that closes (before or during) is
+  // reported with its close code, reason and how long after `since` (a
+  // Date.now() from the runner) it closed.
+  tests.heldEcho = async function (a) {
+    var outcomes = await Promise.all(held.map(async function (c, i) {
+      var sent = [];
+      try {
+        if (!c.close) {
+          var start = c.inbox.length;
+          for (var n = 0; n < a.count; n++) {
+            sent.push('after #' + n + ' of ' + c.session);
+            c.sock.send(sent[n]);
+          }
+          await c.waitFor(function () { return c.inbox.length - start >= a.count || !!c.close; },
+            a.timeout, a.count + ' echoes');
+          var got = c.inbox.slice(start);
+          for (var j = 0; j < got.length; j++) {
+            if (got[j] !== sent[j]) throw new Error('echo ' + j + ' was ' + describe(got[j]) + ', sent ' + describe(sent[j]));
+          }
+          if (!c.close) return { index: i, echoed: got.length };
+        }
+      } catch (e) {
+        if (!c.close) return { index: i, error: e.message, echoed: c.inbox.length };
+      }
+      return {
+        index: i, echoed: 0, close: c.close,
+        closedAfterMs: c.closedAt - a.since
+      };
+    }));
+    return { ok: true, outcomes: outcomes };
+  };
+
+  tests.releaseHeld = function () {
+    held.forEach(function (c) { c.shutdown(); });
+    held = [];
+    return true;
   };
 
   // Proves the injection detectors work: runs the trap payload the way a

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode, Version};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
+use awc::error::{PayloadError, SendRequestError};
+use futures::future::LocalBoxFuture;
+use futures::{Stream, StreamExt};
 
-use super::FORWARDED_HEADER;
+use super::{CLEAN_END, FORWARDED_HEADER};
 
 /// Bound on connecting to the owner: past it, the owner counts as gone.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,14 +45,21 @@ pub(crate) enum ForwardError {
     Failed(String),
 }
 
-/// Sends `req` (with `payload` as its body, if any) to the owner at
-/// `address` and gives back its response, body streaming.
+/// How a streamed body ends when the owner's stream breaks (the owner died
+/// or the connection to it was cut): given whether any of the body came
+/// through, the last bytes to send instead of a truncated response.
+pub(crate) type BrokenEnding = Box<dyn FnOnce(bool) -> LocalBoxFuture<'static, Bytes>>;
+
+/// Sends `req` (with `payload` as its body, if any) to the owner `owner_id`
+/// at `address` and gives back its response, body streaming; a streamed
+/// body that breaks ends with `broken`, if given.
 pub(crate) async fn forward(
     req: &HttpRequest,
     payload: Option<web::Payload>,
+    owner_id: &str,
     address: &str,
-    node_id: &str,
     scheme: &str,
+    broken: Option<BrokenEnding>,
 ) -> Result<HttpResponse, ForwardError> {
     let path = req
         .uri()
@@ -66,8 +76,8 @@ pub(crate) async fn forward(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    if let Ok(node) = HeaderValue::from_str(node_id) {
-        headers.insert(HeaderName::from_static(FORWARDED_HEADER), node);
+    if let Ok(owner) = HeaderValue::from_str(owner_id) {
+        headers.insert(HeaderName::from_static(FORWARDED_HEADER), owner);
     }
     let sent = match payload {
         Some(payload) if *req.method() != Method::GET => request.send_stream(payload).await,
@@ -77,6 +87,12 @@ pub(crate) async fn forward(
         SendRequestError::Connect(e) => ForwardError::Unreachable(e.to_string()),
         other => ForwardError::Failed(other.to_string()),
     })?;
+    if upstream.status() == StatusCode::MISDIRECTED_REQUEST {
+        // Another process took the owner's address: the owner is gone.
+        return Err(ForwardError::Unreachable(format!(
+            "{address} is no longer node {owner_id}"
+        )));
+    }
     let mut response = HttpResponse::build(upstream.status());
     for (name, value) in upstream.headers() {
         if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
@@ -95,7 +111,10 @@ pub(crate) async fn forward(
             .map_err(|e| ForwardError::Failed(e.to_string()))?;
         return Ok(response.body(body));
     }
-    let mut response = response.streaming(upstream);
+    let mut response = match broken {
+        Some(ending) => response.streaming(ended_on_break(upstream, ending)),
+        None => response.streaming(upstream),
+    };
     if req.version() < Version::HTTP_11 {
         // As the receivers do: no chunks for HTTP/1.0, the body ends with the connection.
         let head = response.head_mut();
@@ -103,6 +122,50 @@ pub(crate) async fn forward(
         head.no_chunking(true);
     }
     Ok(response)
+}
+
+/// The owner's receiver body as it comes, less its [`CLEAN_END`] mark; if
+/// it ends without that mark (awc reports a connection closed mid-body as
+/// an end, too), `ending`'s bytes and the end.
+fn ended_on_break(
+    upstream: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+    ending: BrokenEnding,
+) -> impl Stream<Item = Result<Bytes, PayloadError>> {
+    struct Relaying<S> {
+        upstream: S,
+        ending: BrokenEnding,
+        received: bool,
+        clean: bool,
+    }
+    let start = Relaying {
+        upstream,
+        ending,
+        received: false,
+        clean: false,
+    };
+    futures::stream::unfold(Some(start), |state| async move {
+        let mut state = state?;
+        loop {
+            match state.upstream.next().await {
+                Some(Ok(mut chunk)) => {
+                    state.clean = chunk.ends_with(CLEAN_END);
+                    if state.clean {
+                        chunk.truncate(chunk.len() - CLEAN_END.len());
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    state.received = true;
+                    return Some((Ok(chunk), Some(state)));
+                }
+                Some(Err(error)) => log::debug!("forwarded body broke: {error}"),
+                None if state.clean => return None,
+                None => {}
+            }
+            let tail = (state.ending)(state.received).await;
+            return Some((Ok(tail), None));
+        }
+    })
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

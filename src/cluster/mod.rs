@@ -40,10 +40,20 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub const OWNER_LOST: (u16, &str) = (4503, "Session owner lost");
 /// The close of a broadcast member whose messages cannot reach the cluster.
 pub const BACKPLANE_UNAVAILABLE: (u16, &str) = (4504, "Cluster backplane unavailable");
-/// Marks a request forwarded by another node: the receiving node serves it
-/// itself. A client that sets it only keeps its request on the node it
-/// reached, which then answers as a single node would.
+/// Marks a request forwarded by another node, naming the node it was meant
+/// for: that node serves it itself, as a single node would. Any other node
+/// (a restarted one on the dead owner's address) that does not hold the
+/// session answers [`MISDIRECTED`], and the forwarder counts the owner as
+/// gone. A client that sets it only keeps its request on the node it reached.
 pub const FORWARDED_HEADER: &str = "x-sockjs-gateway-forwarded";
+/// The last byte of a forwarded receiver's body that its owner ended on
+/// purpose (never in a frame: not UTF-8). The forwarding node strips it;
+/// a body that ends without it was cut off, the owner most likely dead.
+/// Nodes of one cluster therefore run the same version.
+pub const CLEAN_END: &[u8] = &[0xFF];
+/// The answer to a forward for a session this node does not hold, sent to
+/// a node id that is not its own.
+pub const MISDIRECTED: &str = "Not the session's owner.";
 
 /// This node's place in a cluster. Clone it freely: clones share everything.
 ///

@@ -399,7 +399,7 @@ pub(crate) async fn dispatch(
                 SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
                     if let Some(cluster) = &state.cluster {
                         if let Some(answer) =
-                            routing::receiver(&req, &state, cluster, session_id).await
+                            routing::receiver(&req, &state, cluster, session_id, kind).await
                         {
                             return answer;
                         }

@@ -8,10 +8,11 @@ use std::time::Instant;
 use actix_web::http::{header, ConnectionType, StatusCode, Version};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use super::shared::{wait_for, SharedSession};
 use super::{headers, text_response, ServiceState};
+use crate::cluster::{CLEAN_END, FORWARDED_HEADER};
 use crate::protocol::frame::Frame;
 use crate::protocol::route::ReceiverKind;
 use crate::protocol::session::{Attach, Detach, ReceiverId, ReceiverMode};
@@ -72,7 +73,14 @@ pub async fn respond(
             })
         }
     };
-    let mut response = response_builder(req, kind).streaming(body(source, wrapping));
+    let body = body(source, wrapping);
+    let forwarded = state.cluster.is_some() && req.headers().contains_key(FORWARDED_HEADER);
+    let mut response = if forwarded {
+        let clean_end = futures::stream::once(async { Ok(Bytes::from_static(CLEAN_END)) });
+        response_builder(req, kind).streaming(body.chain(clean_end))
+    } else {
+        response_builder(req, kind).streaming(body)
+    };
     if req.version() < Version::HTTP_11 {
         // HTTP/1.0 has no chunked encoding: the body ends when the connection does.
         let head = response.head_mut();
@@ -101,7 +109,10 @@ pub(crate) fn transport_name(kind: ReceiverKind) -> &'static str {
     }
 }
 
-fn wrapping_for(req: &HttpRequest, kind: ReceiverKind) -> Result<Wrapping, &'static str> {
+pub(crate) fn wrapping_for(
+    req: &HttpRequest,
+    kind: ReceiverKind,
+) -> Result<Wrapping, &'static str> {
     let callback = || {
         check_callback(callback_param(req.query_string()).as_deref())
             .map(str::to_owned)

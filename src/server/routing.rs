@@ -5,13 +5,17 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::receiver::wrapping_for;
 use super::{send, text_response, ServiceState};
 use crate::cluster::directory::Route;
-use crate::cluster::forward::{self, ForwardError};
-use crate::cluster::{Cluster, FORWARDED_HEADER};
-use crate::protocol::route::SendKind;
+use crate::cluster::forward::{self, BrokenEnding, ForwardError};
+use crate::cluster::{Cluster, FORWARDED_HEADER, MISDIRECTED, OWNER_LOST};
+use crate::protocol::frame::Frame;
+use crate::protocol::route::{ReceiverKind, SendKind};
+use crate::protocol::wrap::Wrapping;
 
 /// Routing attempts when the record changes under a failed forward.
 const ATTEMPTS: usize = 3;
@@ -26,10 +30,14 @@ pub(crate) async fn receiver(
     state: &Arc<ServiceState>,
     cluster: &Cluster,
     session_id: &str,
+    kind: ReceiverKind,
 ) -> Option<HttpResponse> {
-    if served_here(req, state, session_id) {
-        return None;
+    match served_here(req, state, cluster, session_id) {
+        Here::Yes => return None,
+        Here::Misdirected => return Some(misdirected(req)),
+        Here::No => {}
     }
+    let mut last_failure = None;
     for _ in 0..ATTEMPTS {
         let (node, address) = match cluster.route(&state.prefix, session_id, true).await {
             Err(_) => return Some(unavailable(req)),
@@ -41,9 +49,19 @@ pub(crate) async fn receiver(
             Ok(Route::Forward { node, address }) => (node, address),
         };
         let scheme = state.scheme(req);
-        match forward::forward(req, None, &address, cluster.node_id(), scheme).await {
+        let broken = wrapping_for(req, kind)
+            .ok()
+            .map(|wrapping| owner_broke_off(req, &node, &address, wrapping));
+        match forward::forward(req, None, &node, &address, scheme, broken).await {
             Ok(response) => return Some(response),
-            Err(ForwardError::Failed(error)) => return Some(unanswered(req, &node, &error)),
+            // The owner took the connection but gave no answer: most likely
+            // it is dying. Route again: a dead owner's session is then
+            // declared lost, a live one answers as to any receiver.
+            Err(ForwardError::Failed(error)) => {
+                log::debug!("{}: forward to node {node} failed: {error}", req.path());
+                last_failure = Some((node, error));
+                continue;
+            }
             Err(ForwardError::Unreachable(error)) => {
                 log::debug!(
                     "{}: owner {node} at {address} unreachable: {error}",
@@ -61,7 +79,43 @@ pub(crate) async fn receiver(
             }
         }
     }
-    Some(unavailable(req))
+    Some(match last_failure {
+        Some((node, error)) => unanswered(req, &node, &error),
+        None => unavailable(req),
+    })
+}
+
+/// How a receiver forwarded to `node` ends if the owner's stream breaks
+/// off: with the owner-lost close, so sockjs-client closes at once with a
+/// code instead of a network error. The owner is most likely dead; if it
+/// is alive, it saw its receiver drop and closed the session (`1002`), so
+/// the session is over either way. The record is left alone: the next
+/// request for it finds out which, as any request does.
+fn owner_broke_off(
+    req: &HttpRequest,
+    node: &str,
+    address: &str,
+    wrapping: Wrapping,
+) -> BrokenEnding {
+    let (path, node, address) = (req.path().to_owned(), node.to_owned(), address.to_owned());
+    Box::new(move |received_any| {
+        Box::pin(async move {
+            let (code, reason) = OWNER_LOST;
+            let frame = Frame::Close {
+                code,
+                reason: reason.to_owned(),
+            }
+            .encode();
+            log::warn!("{path}: the stream from node {node} at {address} broke off; ending it with {frame}");
+            let mut out = if received_any {
+                String::new()
+            } else {
+                wrapping.prelude()
+            };
+            wrapping.wrap_into(&frame, &mut out);
+            Bytes::from(out)
+        })
+    })
 }
 
 /// A send: `Ok(payload)` to serve it here, `Err(answer)` when it was
@@ -74,8 +128,10 @@ pub(crate) async fn send(
     session_id: &str,
     kind: SendKind,
 ) -> Result<web::Payload, HttpResponse> {
-    if served_here(req, state, session_id) {
-        return Ok(payload);
+    match served_here(req, state, cluster, session_id) {
+        Here::Yes => return Ok(payload),
+        Here::Misdirected => return Err(misdirected(req)),
+        Here::No => {}
     }
     let (node, address) = match cluster.route(&state.prefix, session_id, false).await {
         Err(_) => return Err(unavailable(req)),
@@ -87,7 +143,7 @@ pub(crate) async fn send(
         Ok(Route::Forward { node, address }) => (node, address),
     };
     let scheme = state.scheme(req);
-    match forward::forward(req, Some(payload), &address, cluster.node_id(), scheme).await {
+    match forward::forward(req, Some(payload), &node, &address, scheme, None).await {
         Ok(response) => Err(response),
         Err(ForwardError::Failed(error)) => Err(unanswered(req, &node, &error)),
         Err(ForwardError::Unreachable(error)) => {
@@ -105,10 +161,37 @@ pub(crate) async fn send(
     }
 }
 
-/// The session is here, or another node forwarded the request: serve it
-/// here, as a single node would.
-fn served_here(req: &HttpRequest, state: &ServiceState, session_id: &str) -> bool {
-    req.headers().contains_key(FORWARDED_HEADER) || state.registry.get(session_id).is_some()
+enum Here {
+    /// Serve it here, as a single node would.
+    Yes,
+    /// Forwarded to another node id, for a session not here.
+    Misdirected,
+    /// Route it.
+    No,
+}
+
+/// The session is here, or another node forwarded the request to this
+/// node: serve it here. Forwarded to a node id that is not this one's (a
+/// node restarted on a dead owner's address), for a session not here: the
+/// forwarder must count its owner as gone.
+fn served_here(
+    req: &HttpRequest,
+    state: &ServiceState,
+    cluster: &Cluster,
+    session_id: &str,
+) -> Here {
+    let local = state.registry.get(session_id).is_some();
+    match req.headers().get(FORWARDED_HEADER) {
+        _ if local => Here::Yes,
+        Some(owner) if owner.as_bytes() != cluster.node_id().as_bytes() => Here::Misdirected,
+        Some(_) => Here::Yes,
+        None => Here::No,
+    }
+}
+
+fn misdirected(req: &HttpRequest) -> HttpResponse {
+    log::debug!("{}: forwarded here for a node this is not", req.path());
+    text_response(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED)
 }
 
 fn unavailable(req: &HttpRequest) -> HttpResponse {

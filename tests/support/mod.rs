@@ -54,9 +54,14 @@ impl Server {
     /// Server with extra command line flags, e.g.
     /// `&["--heartbeat-delay", "200ms"]`.
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", extra)
+    }
+
+    /// Server listening on `listen` (e.g. the address of one just killed).
+    pub fn start_at(listen: &str, extra: &[&str]) -> Server {
         let log_level = std::env::var("SOCKJS_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
