@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::Cluster;
 use crate::protocol::session::CloseReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +46,12 @@ struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    service: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -70,6 +77,10 @@ struct Families {
     relay_connects: Family<ServiceLabels, Counter>,
     relay_failures: Family<StageLabels, Counter>,
     relay_connect_latency: Family<ServiceLabels, Histogram>,
+    cluster_routes: Family<OutcomeLabels, Counter>,
+    cluster_route_latency: Family<ServiceLabels, Histogram>,
+    cluster_streams_broken: Family<ServiceLabels, Counter>,
+    cluster_backplane_up: Gauge,
     resident_memory: Gauge,
     /// Figures read at scrape time (queue depth), one per service.
     scrape_hooks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
@@ -92,6 +103,10 @@ impl Default for Metrics {
             relay_connects: Family::default(),
             relay_failures: Family::default(),
             relay_connect_latency: Family::new_with_constructor(relay_latency_constructor),
+            cluster_routes: Family::default(),
+            cluster_route_latency: Family::new_with_constructor(route_latency_constructor),
+            cluster_streams_broken: Family::default(),
+            cluster_backplane_up: Gauge::default(),
             resident_memory: Gauge::default(),
             scrape_hooks: Mutex::new(Vec::new()),
         };
@@ -183,6 +198,10 @@ fn relay_latency_constructor() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
 }
 
+fn route_latency_constructor() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
@@ -240,6 +259,42 @@ impl Metrics {
             heartbeat_timeouts,
             queued_bytes,
         }
+    }
+
+    /// Adds the cluster figures: how requests for sessions held elsewhere
+    /// were routed, and whether `cluster`'s Redis answers. Once per
+    /// [`Metrics`]; only for a gateway in cluster mode.
+    pub fn watch_cluster(&self, cluster: &Cluster) {
+        let f = &self.inner;
+        {
+            let mut r = f.registry.lock();
+            r.register(
+                "sockjs_cluster_routes",
+                "Requests for a session not held here, by outcome: here (claimed or \
+                 recorded here), forwarded, owner_lost, misdirected (421), refused (503, \
+                 Redis unreachable), unanswered (502)",
+                f.cluster_routes.clone(),
+            );
+            r.register(
+                "sockjs_cluster_route_seconds",
+                "Time to look up a session's owner in Redis",
+                f.cluster_route_latency.clone(),
+            );
+            r.register(
+                "sockjs_cluster_streams_broken",
+                "Forwarded receivers whose owner's stream broke off (ended with 4503)",
+                f.cluster_streams_broken.clone(),
+            );
+            r.register(
+                "sockjs_cluster_backplane_up",
+                "1 while the last Redis command succeeded, else 0",
+                f.cluster_backplane_up.clone(),
+            );
+        }
+        let (cluster, up) = (cluster.clone(), f.cluster_backplane_up.clone());
+        self.on_scrape(move || {
+            up.set(i64::from(cluster.is_reachable()));
+        });
     }
 
     pub(crate) fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
@@ -318,6 +373,40 @@ impl ServiceMetrics {
         f.relay_connect_latency
             .get_or_create(&labels)
             .observe(seconds);
+    }
+
+    /// A request for a session not held here was routed with `outcome`.
+    pub fn cluster_routed(&self, outcome: &str) {
+        self.metrics
+            .inner
+            .cluster_routes
+            .get_or_create(&OutcomeLabels {
+                service: self.service.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Redis answered an owner lookup in `seconds`.
+    pub fn cluster_route_answered(&self, seconds: f64) {
+        self.metrics
+            .inner
+            .cluster_route_latency
+            .get_or_create(&ServiceLabels {
+                service: self.service.clone(),
+            })
+            .observe(seconds);
+    }
+
+    /// A forwarded receiver's stream from its owner broke off.
+    pub fn cluster_stream_broken(&self) {
+        self.metrics
+            .inner
+            .cluster_streams_broken
+            .get_or_create(&ServiceLabels {
+                service: self.service.clone(),
+            })
+            .inc();
     }
 
     /// A relay's upstream connection failed at `stage` (`connect` or `relay`).

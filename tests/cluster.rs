@@ -245,7 +245,10 @@ fn receivers_forwarded_when_the_owner_dies_end_with_a_close_frame() {
     let redis = Redis::start();
     let long = ["--disconnect-delay", "30s"];
     let mut owner = node(&redis, &long);
-    let relay = node(&redis, &long);
+    let relay = node(
+        &redis,
+        &["--disconnect-delay", "30s", "--metrics", "127.0.0.1:0"],
+    );
     let lost = r#"c[4503,"Session owner lost"]"#;
     let cases = [
         ("xhr", format!("{lost}\n")),
@@ -275,6 +278,15 @@ fn receivers_forwarded_when_the_owner_dies_end_with_a_close_frame() {
         let body = String::from_utf8(stream.read_to_end()).unwrap();
         assert_eq!(&body, expected, "{receiver}");
     }
+    let m = scrape(metrics_port(&relay));
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"sockjs_cluster_streams_broken_total{service="/echo"}"#
+        ),
+        3.0
+    );
+    assert_eq!(metric_value(&m, &routes("forwarded")), 3.0);
 }
 
 /// A node restarted on a dead owner's address before its lease ran out is
@@ -341,6 +353,9 @@ fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
     });
     assert_eq!(health.status, 200);
     assert!(a.log().contains("is unreachable"), "the outage is logged");
+    let during = scrape(health_port);
+    assert_eq!(metric_value(&during, "sockjs_cluster_backplane_up"), 0.0);
+    assert!(metric_value(&during, &routes("refused")) >= 1.0);
     // A session this node owns needs no Redis.
     a.send_ok("/echo", &local, r#"["local"]"#);
     assert_eq!(a.poll_messages("/echo", &local, 1), ["local"]);
@@ -363,6 +378,25 @@ fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
         1,
         "once per outage"
     );
+
+    // What a's metrics say of it all: a session B owns, sent to through A.
+    let on_b = b.open_xhr_session("/echo");
+    a.send_ok("/echo", &on_b, r#"["via a"]"#);
+    assert_eq!(b.poll_messages("/echo", &on_b, 1), ["via a"]);
+    let after = scrape(health_port);
+    assert_eq!(metric_value(&after, "sockjs_cluster_backplane_up"), 1.0);
+    assert_eq!(metric_value(&after, &routes("forwarded")), 1.0);
+    assert!(metric_value(&after, &routes("here")) >= 1.0);
+    assert!(
+        metric_value(
+            &after,
+            r#"sockjs_cluster_route_seconds_count{service="/echo"}"#
+        ) >= 2.0
+    );
+}
+
+fn routes(outcome: &str) -> String {
+    format!(r#"sockjs_cluster_routes_total{{service="/echo",outcome="{outcome}"}}"#)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! a registry miss: a session's requests that reach its owner cost nothing.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -12,7 +13,7 @@ use super::receiver::wrapping_for;
 use super::{send, text_response, ServiceState};
 use crate::cluster::directory::Route;
 use crate::cluster::forward::{self, BrokenEnding, ForwardError};
-use crate::cluster::{Cluster, FORWARDED_HEADER, MISDIRECTED, OWNER_LOST};
+use crate::cluster::{Cluster, Unavailable, FORWARDED_HEADER, MISDIRECTED, OWNER_LOST};
 use crate::protocol::frame::Frame;
 use crate::protocol::route::{ReceiverKind, SendKind};
 use crate::protocol::wrap::Wrapping;
@@ -34,16 +35,20 @@ pub(crate) async fn receiver(
 ) -> Option<HttpResponse> {
     match served_here(req, state, cluster, session_id) {
         Here::Yes => return None,
-        Here::Misdirected => return Some(misdirected(req)),
+        Here::Misdirected => return Some(misdirected(req, state)),
         Here::No => {}
     }
     let mut last_failure = None;
     for _ in 0..ATTEMPTS {
-        let (node, address) = match cluster.route(&state.prefix, session_id, true).await {
-            Err(_) => return Some(unavailable(req)),
-            Ok(Route::Here) => return None,
+        let (node, address) = match route(state, cluster, session_id, true).await {
+            Err(_) => return Some(unavailable(req, state)),
+            Ok(Route::Here) => {
+                state.metrics.cluster_routed("here");
+                return None;
+            }
             Ok(Route::OwnerLost) => {
                 state.start_lost(cluster, req, session_id);
+                state.metrics.cluster_routed("owner_lost");
                 return None;
             }
             Ok(Route::Forward { node, address }) => (node, address),
@@ -51,9 +56,12 @@ pub(crate) async fn receiver(
         let scheme = state.scheme(req);
         let broken = wrapping_for(req, kind)
             .ok()
-            .map(|wrapping| owner_broke_off(req, &node, &address, wrapping));
+            .map(|wrapping| owner_broke_off(req, state, &node, &address, wrapping));
         match forward::forward(req, None, &node, &address, scheme, broken).await {
-            Ok(response) => return Some(response),
+            Ok(response) => {
+                state.metrics.cluster_routed("forwarded");
+                return Some(response);
+            }
             // The owner took the connection but gave no answer: most likely
             // it is dying. Route again: a dead owner's session is then
             // declared lost, a live one answers as to any receiver.
@@ -68,9 +76,10 @@ pub(crate) async fn receiver(
                     req.path()
                 );
                 match cluster.take_over(&state.prefix, session_id, &node).await {
-                    Err(_) => return Some(unavailable(req)),
+                    Err(_) => return Some(unavailable(req, state)),
                     Ok(true) => {
                         state.start_lost(cluster, req, session_id);
+                        state.metrics.cluster_routed("owner_lost");
                         return None;
                     }
                     // Someone else changed the record: look again.
@@ -80,8 +89,8 @@ pub(crate) async fn receiver(
         }
     }
     Some(match last_failure {
-        Some((node, error)) => unanswered(req, &node, &error),
-        None => unavailable(req),
+        Some((node, error)) => unanswered(req, state, &node, &error),
+        None => unavailable(req, state),
     })
 }
 
@@ -93,13 +102,16 @@ pub(crate) async fn receiver(
 /// request for it finds out which, as any request does.
 fn owner_broke_off(
     req: &HttpRequest,
+    state: &ServiceState,
     node: &str,
     address: &str,
     wrapping: Wrapping,
 ) -> BrokenEnding {
     let (path, node, address) = (req.path().to_owned(), node.to_owned(), address.to_owned());
+    let metrics = state.metrics.clone();
     Box::new(move |received_any| {
         Box::pin(async move {
+            metrics.cluster_stream_broken();
             let (code, reason) = OWNER_LOST;
             let frame = Frame::Close {
                 code,
@@ -130,22 +142,29 @@ pub(crate) async fn send(
 ) -> Result<web::Payload, HttpResponse> {
     match served_here(req, state, cluster, session_id) {
         Here::Yes => return Ok(payload),
-        Here::Misdirected => return Err(misdirected(req)),
+        Here::Misdirected => return Err(misdirected(req, state)),
         Here::No => {}
     }
-    let (node, address) = match cluster.route(&state.prefix, session_id, false).await {
-        Err(_) => return Err(unavailable(req)),
-        Ok(Route::Here) => return Ok(payload),
+    let (node, address) = match route(state, cluster, session_id, false).await {
+        Err(_) => return Err(unavailable(req, state)),
+        Ok(Route::Here) => {
+            state.metrics.cluster_routed("here");
+            return Ok(payload);
+        }
         Ok(Route::OwnerLost) => {
             state.start_lost(cluster, req, session_id);
+            state.metrics.cluster_routed("owner_lost");
             return Err(send::session_not_found(req, kind));
         }
         Ok(Route::Forward { node, address }) => (node, address),
     };
     let scheme = state.scheme(req);
     match forward::forward(req, Some(payload), &node, &address, scheme, None).await {
-        Ok(response) => Err(response),
-        Err(ForwardError::Failed(error)) => Err(unanswered(req, &node, &error)),
+        Ok(response) => {
+            state.metrics.cluster_routed("forwarded");
+            Err(response)
+        }
+        Err(ForwardError::Failed(error)) => Err(unanswered(req, state, &node, &error)),
         Err(ForwardError::Unreachable(error)) => {
             log::debug!(
                 "{}: owner {node} at {address} unreachable: {error}",
@@ -156,6 +175,7 @@ pub(crate) async fn send(
             if let Ok(true) = cluster.take_over(&state.prefix, session_id, &node).await {
                 state.start_lost(cluster, req, session_id);
             }
+            state.metrics.cluster_routed("owner_lost");
             Err(send::session_not_found(req, kind))
         }
     }
@@ -189,17 +209,37 @@ fn served_here(
     }
 }
 
-fn misdirected(req: &HttpRequest) -> HttpResponse {
+/// The session's owner from Redis, timed.
+async fn route(
+    state: &ServiceState,
+    cluster: &Cluster,
+    session_id: &str,
+    claim: bool,
+) -> Result<Route, Unavailable> {
+    let started = Instant::now();
+    let route = cluster.route(&state.prefix, session_id, claim).await;
+    if route.is_ok() {
+        state
+            .metrics
+            .cluster_route_answered(started.elapsed().as_secs_f64());
+    }
+    route
+}
+
+fn misdirected(req: &HttpRequest, state: &ServiceState) -> HttpResponse {
+    state.metrics.cluster_routed("misdirected");
     log::debug!("{}: forwarded here for a node this is not", req.path());
     text_response(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED)
 }
 
-fn unavailable(req: &HttpRequest) -> HttpResponse {
+fn unavailable(req: &HttpRequest, state: &ServiceState) -> HttpResponse {
+    state.metrics.cluster_routed("refused");
     log::debug!("{}: refused, Redis unreachable", req.path());
     text_response(StatusCode::SERVICE_UNAVAILABLE, BACKPLANE_UNAVAILABLE)
 }
 
-fn unanswered(req: &HttpRequest, node: &str, error: &str) -> HttpResponse {
+fn unanswered(req: &HttpRequest, state: &ServiceState, node: &str, error: &str) -> HttpResponse {
+    state.metrics.cluster_routed("unanswered");
     log::warn!("{}: forward to node {node} failed: {error}", req.path());
     text_response(StatusCode::BAD_GATEWAY, OWNER_UNANSWERED)
 }

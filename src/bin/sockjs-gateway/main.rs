@@ -45,6 +45,9 @@ async fn main() -> std::io::Result<()> {
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
     let metrics = Metrics::new();
+    if let Some(cluster) = &cluster {
+        metrics.watch_cluster(cluster);
+    }
     let health = observability::Health::new(cluster.clone());
     let services: Vec<SockJs> = settings
         .services
