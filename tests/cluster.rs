@@ -347,6 +347,17 @@ fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
         },
     );
     assert_eq!(refused.text(), "Cluster backplane unavailable.");
+    // Refused or not, a session response of a cookie_needed service sets
+    // JSESSIONID.
+    let refused_cookie = a.request(Request::post(
+        &format!("/cookie_needed_echo/000/{}/xhr", sid()),
+        b"",
+    ));
+    assert_eq!(refused_cookie.status, 503);
+    assert_eq!(
+        refused_cookie.header_all("Set-Cookie"),
+        ["JSESSIONID=dummy; path=/"]
+    );
     let health = poll_until("healthz to say unreachable", Duration::from_secs(5), || {
         let r = healthz();
         r.text().contains("redis: unreachable").then_some(r)
@@ -383,6 +394,17 @@ fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
     let on_b = b.open_xhr_session("/echo");
     a.send_ok("/echo", &on_b, r#"["via a"]"#);
     assert_eq!(b.poll_messages("/echo", &on_b, 1), ["via a"]);
+    // A forwarded answer carries the owner's cookie, once.
+    let cookie_sid = b.open_xhr_session("/cookie_needed_echo");
+    let via_a = a.request(
+        Request::post(
+            &format!("/cookie_needed_echo/000/{cookie_sid}/xhr_send"),
+            br#"["c"]"#,
+        )
+        .header("Cookie", "JSESSIONID=abc"),
+    );
+    assert_eq!(via_a.status, 204);
+    assert_eq!(via_a.header_all("Set-Cookie"), ["JSESSIONID=abc; path=/"]);
     let after = scrape(health_port);
     assert_eq!(metric_value(&after, "sockjs_cluster_backplane_up"), 1.0);
     assert_eq!(metric_value(&after, &routes("forwarded")), 1.0);

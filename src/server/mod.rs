@@ -397,28 +397,28 @@ pub(crate) async fn dispatch(
                     websocket::framed(&req, payload, &state).await
                 }
                 SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
-                    if let Some(cluster) = &state.cluster {
-                        if let Some(answer) =
+                    let routed = match &state.cluster {
+                        Some(cluster) => {
                             routing::receiver(&req, &state, cluster, session_id, kind).await
-                        {
-                            return answer;
                         }
+                        None => None,
+                    };
+                    match routed {
+                        Some(answer) => answer,
+                        None => receiver::respond(&req, &state, session_id, kind).await,
                     }
-                    receiver::respond(&req, &state, session_id, kind).await
                 }
                 SessionEndpoint::Send(kind) if options.send_enabled(kind) => {
-                    let payload = match &state.cluster {
+                    let routed = match &state.cluster {
                         Some(cluster) => {
-                            match routing::send(&req, payload, &state, cluster, session_id, kind)
-                                .await
-                            {
-                                Ok(payload) => payload,
-                                Err(answer) => return answer,
-                            }
+                            routing::send(&req, payload, &state, cluster, session_id, kind).await
                         }
-                        None => payload,
+                        None => Ok(payload),
                     };
-                    send::respond(&req, payload, &state, session_id, kind).await
+                    match routed {
+                        Ok(payload) => send::respond(&req, payload, &state, session_id, kind).await,
+                        Err(answer) => answer,
+                    }
                 }
                 SessionEndpoint::Preflight { allow } => pages::preflight(&req, allow),
                 _ => return not_found(&req),
