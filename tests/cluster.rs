@@ -321,6 +321,31 @@ fn a_node_on_a_dead_owner_s_address_is_not_the_owner() {
     assert_eq!(successor.poll_messages("/echo", &fresh, 1), ["new"]);
 }
 
+/// A Redis that stops answering without closing its connections (stalled,
+/// or a silent network failure): broadcast members are told they may miss
+/// messages instead of waiting on a subscription that hears nothing.
+#[test]
+fn a_stalled_subscription_closes_the_broadcast_members() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let mut member = a.ws(&format!("/broadcast/000/{}/websocket", sid()));
+    assert_eq!(member.next_frame(), Frame::Open);
+    member.send_text(r#"["before"]"#);
+    assert_eq!(member.messages(1), ["before"]);
+    assert_eq!(redis.command(&["CLIENT", "PAUSE", "15000", "ALL"]), "+OK");
+    let stalled = Instant::now();
+    assert_eq!(
+        member.next_frame(),
+        close_frame(4504, "Cluster backplane unavailable")
+    );
+    assert!(
+        stalled.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stalled.elapsed()
+    );
+    assert!(a.log().contains("does not answer its ping"));
+}
+
 #[test]
 fn without_redis_websockets_keep_working_and_cross_node_work_is_refused() {
     let mut redis = Redis::start();

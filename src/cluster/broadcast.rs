@@ -15,6 +15,13 @@ use super::{Cluster, Unavailable, REDIS_TIMEOUT};
 const READY_WAIT: Duration = Duration::from_secs(2);
 /// Pause between attempts to subscribe again after losing the subscription.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+/// How often a subscription pings Redis over its own connection: one that
+/// hangs (Redis stalled, a silent network failure) would otherwise wait for
+/// messages forever while others' messages are lost.
+const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(3);
+/// Longer than a command's bound: a busy node must not drop a healthy
+/// subscription (which closes every member).
+const SUBSCRIPTION_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One service's channel: [`Fanout::publish`] reaches the `deliver` of every
 /// node's [`Cluster::fanout`] for the same prefix.
@@ -72,18 +79,32 @@ impl Cluster {
             pubsub.subscribe(channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
-        let Some(mut pubsub) = self
+        let Some(pubsub) = self
             .observe(tokio::time::timeout(REDIS_TIMEOUT, connect).await)
             .ok()
         else {
             return;
         };
         subscribed.send_replace(true);
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            match message.get_payload::<String>() {
-                Ok(text) => deliver(text),
-                Err(error) => log::error!("cluster: {channel}: unreadable message: {error}"),
+        let (mut sink, mut messages) = pubsub.split();
+        let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+        check.reset();
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    match message.get_payload::<String>() {
+                        Ok(text) => deliver(text),
+                        Err(error) => log::error!("cluster: {channel}: unreadable message: {error}"),
+                    }
+                }
+                _ = check.tick() => {
+                    let ping = sink.ping::<redis::Value>();
+                    if !matches!(tokio::time::timeout(SUBSCRIPTION_PING_TIMEOUT, ping).await, Ok(Ok(_))) {
+                        log::warn!("cluster: subscription to {channel} does not answer its ping");
+                        break;
+                    }
+                }
             }
         }
         log::warn!("cluster: subscription to {channel} lost");
