@@ -186,12 +186,15 @@ impl Cluster {
     }
 
     /// Holds the session's record while `session` (the session's timer,
-    /// which ends when it expires) runs, then deletes it.
+    /// which ends when it expires) runs, then deletes it, unless
+    /// `renewed()`: a new session with the same id (a request that raced
+    /// the expiry) lives here and holds the record now.
     pub(crate) async fn hold(
         &self,
         prefix: &str,
         session_id: &str,
         session: impl Future<Output = ()>,
+        renewed: impl FnOnce() -> bool,
     ) {
         let key = session_key(prefix, session_id);
         let refresh = async {
@@ -209,6 +212,9 @@ impl Cluster {
         tokio::select! {
             () = session => {}
             () = refresh => {}
+        }
+        if renewed() {
+            return;
         }
         let _ = self
             .run_idempotent(|mut connection| {

@@ -101,8 +101,10 @@ impl ServiceState {
             Some(cluster) => {
                 let (cluster, prefix, id) =
                     (cluster.clone(), self.prefix.clone(), session_id.to_owned());
+                let renewed = self.renewed(session_id);
                 actix_rt::spawn(async move {
-                    futures::future::join(application, cluster.hold(&prefix, &id, timer)).await;
+                    let held = cluster.hold(&prefix, &id, timer, renewed);
+                    futures::future::join(application, held).await;
                 });
             }
             None => {
@@ -133,7 +135,15 @@ impl ServiceState {
         let session = shared.clone();
         let timer = shared.run_timer(move || state.registry.remove(&id, &session));
         let (cluster, prefix, id) = (cluster.clone(), self.prefix.clone(), session_id.to_owned());
-        actix_rt::spawn(async move { cluster.hold(&prefix, &id, timer).await });
+        let renewed = self.renewed(session_id);
+        actix_rt::spawn(async move { cluster.hold(&prefix, &id, timer, renewed).await });
+    }
+
+    /// Asked once a session's timer has removed it from the registry:
+    /// whether a new session with its id is registered here meanwhile.
+    fn renewed(self: &Arc<Self>, session_id: &str) -> impl FnOnce() -> bool {
+        let (state, id) = (self.clone(), session_id.to_owned());
+        move || state.registry.get(&id).is_some()
     }
 
     /// Counts a new session among the live ones, if the cap and the server's
