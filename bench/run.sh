@@ -30,7 +30,8 @@ if [[ $MODE == quick ]]; then
 else
   OUT=bench/results.json
 fi
-REL=target/release
+# Where cargo put the binaries (CARGO_TARGET_DIR when set, as cargo does).
+REL="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-bench.XXXXXX")"
 RUNS="$WORK/runs.jsonl"
 SERVER_PID=""

@@ -36,7 +36,8 @@ fi
 
 DISCONNECT_DELAY=1
 SEND_TIMEOUT=10
-REL=target/release
+# Where cargo put the binaries (CARGO_TARGET_DIR when set, as cargo does).
+REL="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-soak.XXXXXX")"
 LOG="$WORK/gateway.log"
 SERVER_PID=""
