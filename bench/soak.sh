@@ -3,8 +3,8 @@
 # bench/README-soak.md), on one gateway and on a cluster.
 #
 #   bench/soak.sh                    full run, one gateway -> bench/soak-results.json         (~3 minutes)
-#   bench/soak.sh --cluster          full run, cluster     -> bench/soak-results-cluster.json (~4 minutes)
-#   bench/soak.sh --short            short run, one gateway, then the cluster      (~1.5 minutes once built)
+#   bench/soak.sh --cluster          full run, cluster     -> bench/soak-results-cluster.json (~3.5 minutes)
+#   bench/soak.sh --short            short run, one gateway, then the cluster      (~1 minute once built)
 #                                    -> bench/soak-results-short.json, bench/soak-results-cluster-short.json
 #   bench/soak.sh --cluster --short  the cluster part of --short alone
 #
@@ -31,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=$2; shift ;;
     # Extra sockjs-soak flags, e.g. --set "--churn-sessions 10000 --churn-wave 500".
     --set) read -r -a more <<<"$2"; EXTRA+=("${more[@]}"); shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "usage: bench/soak.sh [--short] [--cluster] [--only churn,noloss,stalled] [--set \"FLAGS\"]" >&2; exit 2 ;;
   esac
   shift
