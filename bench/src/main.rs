@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! sockjs-load run --url http://127.0.0.1:PORT --server gateway --scenario ws-echo \
-//!     --sessions 100 --duration 15 [--server-pid PID] [--out runs.jsonl]
+//!     --sessions 100 --duration 15 [--server-pid PID[,PID...]] [--out runs.jsonl]
 //! sockjs-load report --mode full --runs runs.jsonl --out results.json [--meta key=value]...
 //! ```
 //!
@@ -27,7 +27,10 @@ use scenarios::{Config, Server};
 const USAGE: &str = "\
 usage:
   sockjs-load run --url http://IP:PORT --server gateway|baseline --scenario NAME [options]
-  sockjs-load report --mode quick|full --runs FILE --out FILE [--meta KEY=VALUE]...
+  sockjs-load report --mode quick|full|cluster --runs FILE --out FILE [--meta KEY=VALUE]...
+
+report: runs with a --setup go to the \"cluster\" section of the file;
+  --mode cluster replaces only that section, --mode full keeps it as it was
 
 scenarios: ws-echo, raw-ws-echo, xhr-streaming-echo, xhr-polling-echo,
            broadcast, idle-websocket, idle-polling, connect-rate
@@ -36,7 +39,9 @@ run options:
   --sessions N       sessions (connect-rate: concurrent open/close loops)   [100]
   --duration SECS    measured time                                          [10]
   --warmup SECS      unmeasured time before it                              [1]
-  --server-pid PID   read the server's CPU and RSS from /proc/PID
+  --server-pid PIDS  read the server's CPU and RSS from /proc/PID; a cluster
+                     gives every process, comma-separated, each PID or
+                     LABEL=PID: the figures are summed (and CPU per label)
   --sources K        spread connections over 127.0.0.2..127.0.0.(K+1)       [0]
   --size BYTES       message size                                           [32]
   --repeat R         broadcast rounds                                       [50]
@@ -47,6 +52,10 @@ run options:
   --quiet-threshold PCT  ... i.e. below PCT% of one core                    [15]
   --noisy-above PCT  exit 3 (after writing the record) when other processes
                      used more than PCT% of a core during the measurement
+  --hop-url URL      xhr scenarios: open each session at --url, then send
+                     every later request of it (sends, receivers) to URL
+                     (another cluster node: each request is forwarded)
+  --setup NAME       name of the set-up measured (e.g. cluster-3), recorded
 ";
 
 fn main() {
@@ -148,9 +157,8 @@ fn run(args: &[String]) -> i32 {
     let local = tokio::task::LocalSet::new();
     let cfg = Rc::new(cfg);
     let quiet = (quiet_wait, quiet_threshold);
-    let pid = cfg.server_pid;
     let result = local.block_on(&runtime, async move {
-        let (waited, other) = wait_for_quiet(pid, quiet.0, quiet.1).await;
+        let (waited, other) = wait_for_quiet(&cfg.server_procs, quiet.0, quiet.1).await;
         scenarios::run(cfg).await.map(|mut record| {
             record["quiet_wait_s"] = serde_json::json!(stats::round3(waited));
             record["other_cpu_pct_before"] = serde_json::json!(other.map(stats::round3));
@@ -199,13 +207,13 @@ fn run(args: &[String]) -> i32 {
 /// percent of a core over one second: the machine is shared, and a compile
 /// next door would be measured as the server's slowness. Returns the time
 /// waited and the last reading.
-async fn wait_for_quiet(pid: Option<u32>, max: Duration, threshold: f64) -> (f64, Option<f64>) {
+async fn wait_for_quiet(server: &net::Procs, max: Duration, threshold: f64) -> (f64, Option<f64>) {
     let started = std::time::Instant::now();
     if max.is_zero() {
         return (0.0, None);
     }
     loop {
-        let other = net::other_cpu_pct(pid, Duration::from_secs(1)).await;
+        let other = net::other_cpu_pct(server, Duration::from_secs(1)).await;
         match other {
             Some(o) if o < threshold => return (started.elapsed().as_secs_f64(), Some(o)),
             None => return (started.elapsed().as_secs_f64(), None),
@@ -267,6 +275,8 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
         "quiet-wait",
         "quiet-threshold",
         "noisy-above",
+        "hop-url",
+        "setup",
     ];
     if let Some((k, _)) = f.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         return Err(format!("unknown flag --{k}"));
@@ -285,8 +295,15 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
     if !(16..=65_536).contains(&size) {
         return Err("--size: 16 to 65536".into());
     }
-    let server_pid = match get(&f, "server-pid") {
-        Some(p) => Some(p.parse().map_err(|_| format!("--server-pid {p}"))?),
+    let server_procs = match get(&f, "server-pid") {
+        Some(p) => net::Procs::parse(p).map_err(|e| format!("--server-pid: {e}"))?,
+        None => net::Procs::default(),
+    };
+    let hop = match get(&f, "hop-url") {
+        Some(_) if !scenario.starts_with("xhr-") => {
+            return Err("--hop-url: only for the xhr scenarios".into())
+        }
+        Some(u) => Some(Rc::new(net::Target::new(u, sources)?)),
         None => None,
     };
     Ok(Config {
@@ -296,7 +313,9 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
         sessions: number(&f, "sessions", 100usize)?,
         duration: seconds(&f, "duration", 10.0)?,
         warmup: seconds(&f, "warmup", 1.0)?,
-        server_pid,
+        server_procs,
+        hop,
+        setup: get(&f, "setup").map(str::to_owned),
         size,
         repeat: number(&f, "repeat", 50usize)?,
         hold: seconds(&f, "hold", 2.0)?,

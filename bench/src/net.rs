@@ -148,6 +148,49 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The server's processes: one gateway, or every process of a cluster
+/// (its nodes, the balancer, Redis). CPU time and RSS are summed over them.
+#[derive(Clone, Debug, Default)]
+pub struct Procs(Vec<(String, u32)>);
+
+impl Procs {
+    /// `PID[,PID...]`, each optionally labelled `LABEL=PID` (labels name
+    /// the per-process CPU figures; unlabelled ones are named by PID).
+    pub fn parse(text: &str) -> Result<Procs, String> {
+        let mut procs = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (label, pid) = item.split_once('=').unwrap_or((item, item));
+            let pid: u32 = pid
+                .parse()
+                .map_err(|_| format!("{item}: expected PID or LABEL=PID"))?;
+            procs.push((label.to_owned(), pid));
+        }
+        Ok(Procs(procs))
+    }
+
+    /// `(label, pid)` of each process.
+    pub fn each(&self) -> &[(String, u32)] {
+        &self.0
+    }
+
+    /// CPU seconds used by all of them so far (`None`: no process, or one
+    /// cannot be read, e.g. it exited).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|(_, p)| cpu_seconds(Some(*p))).sum()
+    }
+
+    /// Their resident memory together, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|(_, p)| rss_kib(Some(*p))).sum()
+    }
+}
+
 /// CPU seconds the whole machine has been busy (all CPUs, from /proc/stat).
 pub fn system_busy_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -166,16 +209,16 @@ pub fn system_busy_seconds() -> Option<f64> {
 
 /// CPU use of everything but the server and this process, in percent of one
 /// core, over `window`: other work on a 2-core machine skews the figures.
-pub async fn other_cpu_pct(server: Option<u32>, window: std::time::Duration) -> Option<f64> {
+pub async fn other_cpu_pct(server: &Procs, window: std::time::Duration) -> Option<f64> {
     let at = std::time::Instant::now();
     let (s0, g0, m0) = (
-        server.and_then(|p| cpu_seconds(Some(p))).unwrap_or(0.0),
+        server.cpu_seconds().unwrap_or(0.0),
         cpu_seconds(None)?,
         system_busy_seconds()?,
     );
     tokio::time::sleep(window).await;
     let (s1, g1, m1) = (
-        server.and_then(|p| cpu_seconds(Some(p))).unwrap_or(0.0),
+        server.cpu_seconds().unwrap_or(0.0),
         cpu_seconds(None)?,
         system_busy_seconds()?,
     );

@@ -1,12 +1,15 @@
 //! `sockjs-load report`: gathers the run records (one JSON object per line)
 //! into results.json with gateway/baseline ratios and the targets, and prints
-//! the markdown table.
+//! the markdown table; cluster runs (those with a `setup`) go to its
+//! `cluster` section (`cluster.rs`).
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
 use crate::stats::round3;
+
+mod cluster;
 
 /// Runs during which other processes used more than this (percent of a
 /// core) are set aside when a quieter run of the same scenario exists.
@@ -39,18 +42,92 @@ pub fn report(opts: &Options) -> Result<bool, String> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", opts.runs))?;
+    // Cluster runs carry the name of their set-up (cluster-1, hop-owner...).
+    let (cluster_runs, single_runs): (Vec<Value>, Vec<Value>) =
+        all_runs.into_iter().partition(|r| r["setup"].is_string());
+    let all_ok = cluster_runs
+        .iter()
+        .chain(&single_runs)
+        .all(|r| r["ok"].as_bool() == Some(true));
+    let mut meta = Map::new();
+    for (k, v) in &opts.meta {
+        meta.insert(k.clone(), json!(v));
+    }
+    let mut machine = machine();
+    if let (Some(m), Some(date)) = (machine.as_object_mut(), meta.remove("date")) {
+        m.insert("date".into(), date);
+    }
+    let cluster = if cluster_runs.is_empty() {
+        None
+    } else {
+        Some(cluster::section(cluster_runs))
+    };
 
-    // Several runs of one scenario (repetitions, or re-runs because the
-    // machine was busy): among the quiet ones (or, if none is quiet, all),
-    // keep the run with the median rate; the others stay in the file.
-    let mut groups: BTreeMap<(String, String, u64), Vec<Value>> = BTreeMap::new();
-    for run in all_runs {
-        let key = (
-            run["server"].as_str().unwrap_or("?").to_owned(),
-            run["scenario"].as_str().unwrap_or("?").to_owned(),
-            run["sessions"].as_u64().unwrap_or(0),
-        );
-        groups.entry(key).or_default().push(run);
+    // --mode cluster measures the cluster alone: only the "cluster" part of
+    // the file is replaced. The full run measures no cluster: it keeps the
+    // "cluster" part the file had.
+    let previous: Option<Value> = std::fs::read_to_string(&opts.out)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(Value::is_object);
+    let results = if opts.mode == "cluster" {
+        let mut section = cluster.clone().unwrap_or(json!({}));
+        section["machine"] = machine;
+        section["meta"] = Value::Object(meta);
+        let mut results = previous.unwrap_or_else(|| json!({}));
+        results["cluster"] = section;
+        results
+    } else {
+        let (runs, discarded) = keep_medians(single_runs, |r| {
+            (
+                r["server"].as_str().unwrap_or("?").to_owned(),
+                r["scenario"].as_str().unwrap_or("?").to_owned(),
+                r["sessions"].as_u64().unwrap_or(0),
+            )
+        });
+        let rows = single_rows(&runs);
+        let targets = targets(&rows);
+        print_single(opts, &rows, &targets);
+        let mut results = json!({
+            "mode": opts.mode,
+            "machine": machine,
+            "meta": meta,
+            "all_runs_clean": all_ok,
+            "ratios_gateway_over_baseline": comparisons(&rows),
+            "targets": targets,
+            "runs": runs,
+            "other_runs": discarded,
+        });
+        match (&cluster, previous.as_ref().map(|p| &p["cluster"])) {
+            (Some(c), _) => results["cluster"] = c.clone(),
+            (None, Some(old)) if !old.is_null() => results["cluster"] = old.clone(),
+            _ => {}
+        }
+        results
+    };
+    if let Some(c) = &cluster {
+        println!();
+        print!("{}", cluster::tables(c));
+    }
+    let pretty = serde_json::to_string_pretty(&results).expect("JSON");
+    std::fs::write(&opts.out, pretty + "\n").map_err(|e| format!("{}: {e}", opts.out))?;
+    println!();
+    println!(
+        "All runs free of loss, duplication, reordering and errors: {}",
+        if all_ok { "yes" } else { "NO" }
+    );
+    println!("Written to {}", opts.out);
+    Ok(all_ok)
+}
+
+/// Several runs of one measurement (repetitions, or re-runs because the
+/// machine was busy): among the quiet ones (or, if none is quiet, the
+/// quietest), keeps the run with the median rate, with the spread of rates;
+/// returns the kept runs and the others.
+fn keep_medians<K: Ord>(all: Vec<Value>, key: impl Fn(&Value) -> K) -> (Vec<Value>, Vec<Value>) {
+    let mut groups: BTreeMap<K, Vec<Value>> = BTreeMap::new();
+    for run in all {
+        groups.entry(key(&run)).or_default().push(run);
     }
     let noise = |r: &Value| r["other_cpu_pct"].as_f64().unwrap_or(0.0);
     let rate = |r: &Value| r["msgs_per_s"].as_f64().unwrap_or(0.0);
@@ -78,10 +155,13 @@ pub fn report(opts: &Options) -> Result<bool, String> {
         discarded.extend(candidates);
         runs.push(median);
     }
+    (runs, discarded)
+}
 
-    // (scenario order, sessions) -> server -> record
-    let mut rows: BTreeMap<(usize, u64, String), BTreeMap<String, Value>> = BTreeMap::new();
-    for run in &runs {
+/// (scenario order, sessions, scenario) -> server -> record
+fn single_rows(runs: &[Value]) -> Rows {
+    let mut rows: Rows = BTreeMap::new();
+    for run in runs {
         let scenario = run["scenario"].as_str().unwrap_or("?").to_owned();
         let order = ORDER
             .iter()
@@ -93,9 +173,12 @@ pub fn report(opts: &Options) -> Result<bool, String> {
             .or_default()
             .insert(server, run.clone());
     }
+    rows
+}
 
+fn comparisons(rows: &Rows) -> Vec<Value> {
     let mut comparisons = Vec::new();
-    for ((_, sessions, scenario), servers) in &rows {
+    for ((_, sessions, scenario), servers) in rows {
         let g = servers.get("gateway");
         let b = servers.get("baseline");
         let mut c = Map::new();
@@ -123,36 +206,11 @@ pub fn report(opts: &Options) -> Result<bool, String> {
         }
         comparisons.push(Value::Object(c));
     }
+    comparisons
+}
 
-    let targets = targets(&rows);
-    let all_ok = runs
-        .iter()
-        .chain(&discarded)
-        .all(|r| r["ok"].as_bool() == Some(true));
-    let mut machine = machine();
-    let mut meta = Map::new();
-    for (k, v) in &opts.meta {
-        meta.insert(k.clone(), json!(v));
-    }
-    if let Some(m) = machine.as_object_mut() {
-        if let Some(date) = meta.remove("date") {
-            m.insert("date".into(), date);
-        }
-    }
-    let results = json!({
-        "mode": opts.mode,
-        "machine": machine,
-        "meta": meta,
-        "all_runs_clean": all_ok,
-        "ratios_gateway_over_baseline": comparisons,
-        "targets": targets,
-        "runs": runs,
-        "other_runs": discarded,
-    });
-    let pretty = serde_json::to_string_pretty(&results).expect("JSON");
-    std::fs::write(&opts.out, pretty + "\n").map_err(|e| format!("{}: {e}", opts.out))?;
-
-    println!("{}", table(&rows));
+fn print_single(opts: &Options, rows: &Rows, targets: &Value) {
+    println!("{}", table(rows));
     println!();
     println!(
         "Targets ({}):",
@@ -177,13 +235,6 @@ pub fn report(opts: &Options) -> Result<bool, String> {
             }
         );
     }
-    println!();
-    println!(
-        "All runs free of loss, duplication, reordering and errors: {}",
-        if all_ok { "yes" } else { "NO" }
-    );
-    println!("Written to {}", opts.out);
-    Ok(all_ok)
 }
 
 fn ratio(a: &Value, b: &Value) -> Value {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout};
 
 use crate::http::{drain_lines, Body, Http};
-use crate::net::{cpu_seconds, rss_kib, system_busy_seconds, Target};
+use crate::net::{cpu_seconds, system_busy_seconds, Procs, Target};
 use crate::stats::{latency_json, message, parse_message, round3, SeqCheck, Shared, Stats};
 use crate::ws::{Msg, Ws};
 
@@ -57,7 +57,15 @@ pub struct Config {
     pub sessions: usize,
     pub duration: Duration,
     pub warmup: Duration,
-    pub server_pid: Option<u32>,
+    /// The server's processes (a cluster: nodes, balancer, Redis): their
+    /// CPU and RSS are measured, summed.
+    pub server_procs: Procs,
+    /// xhr scenarios: every request of a session after the one that opens
+    /// it goes here instead of `target` (another cluster node than the
+    /// owner, so that each is forwarded).
+    pub hop: Option<Rc<Target>>,
+    /// A name for the set-up measured (`cluster-3`, ...), recorded as is.
+    pub setup: Option<String>,
     /// Bytes per message.
     pub size: usize,
     /// Broadcast rounds.
@@ -104,19 +112,25 @@ fn framing_for(cfg: &Config) -> Framing {
 
 /// CPU and RSS readings around the measured window.
 struct Meter {
-    pid: Option<u32>,
+    procs: Procs,
     at: Instant,
     server_cpu: Option<f64>,
+    each_cpu: Vec<Option<f64>>,
     own_cpu: Option<f64>,
     machine_busy: Option<f64>,
 }
 
 impl Meter {
-    fn start(pid: Option<u32>) -> Meter {
+    fn start(procs: &Procs) -> Meter {
         Meter {
-            pid,
+            procs: procs.clone(),
             at: Instant::now(),
-            server_cpu: pid.and_then(|p| cpu_seconds(Some(p))),
+            server_cpu: procs.cpu_seconds(),
+            each_cpu: procs
+                .each()
+                .iter()
+                .map(|(_, p)| cpu_seconds(Some(*p)))
+                .collect(),
             own_cpu: cpu_seconds(None),
             machine_busy: system_busy_seconds(),
         }
@@ -128,7 +142,20 @@ impl Meter {
             (Some(b), Some(a)) => json!(round3(100.0 * (a - b) / wall)),
             _ => Value::Null,
         };
-        let server = pct(self.server_cpu, self.pid.and_then(|p| cpu_seconds(Some(p))));
+        let server = pct(self.server_cpu, self.procs.cpu_seconds());
+        // Several server processes (a cluster): each one's share too.
+        let each: serde_json::Map<String, Value> = if self.procs.each().len() > 1 {
+            self.procs
+                .each()
+                .iter()
+                .zip(&self.each_cpu)
+                .map(|((label, pid), before)| {
+                    (label.clone(), pct(*before, cpu_seconds(Some(*pid))))
+                })
+                .collect()
+        } else {
+            serde_json::Map::new()
+        };
         let own = pct(self.own_cpu, cpu_seconds(None));
         let machine = pct(self.machine_busy, system_busy_seconds());
         // What neither side used: other processes on the machine (noise).
@@ -141,6 +168,7 @@ impl Meter {
             "server_cpu_pct": server,
             "generator_cpu_pct": own,
             "other_cpu_pct": other,
+            "server_cpu_pct_by_process": if each.is_empty() { Value::Null } else { Value::Object(each) },
         })
     }
 }
@@ -160,19 +188,33 @@ fn record(
         }
         _ => Value::Null,
     };
+    let msgs_per_s = if wall > 0.0 {
+        s.counted as f64 / wall
+    } else {
+        0.0
+    };
+    // What one message costs the server (all its processes), in CPU time.
+    let cpu_per_msg = match meter["server_cpu_pct"].as_f64() {
+        Some(c) if msgs_per_s > 0.0 => json!(round3(c * 1e4 / msgs_per_s)),
+        _ => Value::Null,
+    };
     json!({
         "server": cfg.server.name(),
+        "setup": cfg.setup,
+        "hop": cfg.hop.as_ref().map(|h| h.host.clone()),
         "scenario": cfg.scenario,
         "sessions": cfg.sessions,
         "message_bytes": cfg.size,
         "duration_s": round3(wall),
         "messages": s.counted,
         "messages_total": s.total,
-        "msgs_per_s": if wall > 0.0 { round3(s.counted as f64 / wall) } else { 0.0 },
+        "msgs_per_s": round3(msgs_per_s),
         "latency_us": s.latency_json(),
         "server_cpu_pct": meter["server_cpu_pct"],
         "generator_cpu_pct": meter["generator_cpu_pct"],
         "other_cpu_pct": meter["other_cpu_pct"],
+        "server_cpu_pct_by_process": meter["server_cpu_pct_by_process"],
+        "server_cpu_us_per_msg": cpu_per_msg,
         "server_rss_kib_before": rss_before,
         "server_rss_kib_after": rss_after,
         "rss_per_session_bytes": per_session,
@@ -369,8 +411,8 @@ async fn ws_echo(
     framing: Framing,
     path: fn(&str) -> String,
 ) -> Result<Value, String> {
-    let pid = cfg.server_pid;
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let procs = &cfg.server_procs;
+    let rss_before = procs.rss_kib();
     let setup_stats = Stats::new((Instant::now(), Instant::now()));
     let sockets = open_all(cfg.sessions, cfg.concurrency, &setup_stats, |i| {
         open_ws(cfg.target.clone(), path(&cfg.sid(i)), framing)
@@ -403,10 +445,10 @@ async fn ws_echo(
         });
     }
     sleep_until(window.0.into()).await;
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     sleep_until(window.1.into()).await;
     let measured = meter.stop();
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
     join_bounded(&mut tasks, ECHO_TIMEOUT + Duration::from_secs(5), &stats).await;
     let s = stats.borrow();
     Ok(merge(
@@ -504,11 +546,14 @@ async fn open_xhr_session(
 
 /// The receiver side of one xhr session: long-polls (or streams) forever,
 /// passing message batches to the driver; ends on a fatal frame or error.
+/// `receiver` is the connection that opened the session; with `moved`, the
+/// next receiver requests go to `target` on a new connection instead.
 async fn xhr_receiver(
     target: Rc<Target>,
     base: String,
     streaming: bool,
     receiver: ReceiverConn,
+    mut moved: bool,
     tx: mpsc::UnboundedSender<Vec<String>>,
     stats: Shared,
 ) {
@@ -549,8 +594,9 @@ async fn xhr_receiver(
                     return Err(format!("{path}: response ended inside a frame"));
                 }
             }
-            if !conn.reusable() {
+            if !conn.reusable() || moved {
                 conn = http(&target).await?;
+                moved = false;
             }
             let head = conn.post(&target.host, &path, b"").await?;
             if head.status != 200 {
@@ -567,16 +613,20 @@ async fn xhr_receiver(
 
 /// Request/response echo over XHR: sends by `xhr_send`, receives by one
 /// streaming or polling receiver per session, reopened as the protocol says.
+/// With `cfg.hop`, the session is opened at `cfg.target` (which then owns
+/// it, in a cluster) and every later request goes to `cfg.hop`.
 async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
-    let pid = cfg.server_pid;
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let procs = &cfg.server_procs;
+    let rss_before = procs.rss_kib();
+    let later = cfg.hop.clone().unwrap_or_else(|| cfg.target.clone());
     let setup_stats = Stats::new((Instant::now(), Instant::now()));
     let opened = open_all(cfg.sessions, cfg.concurrency, &setup_stats, |i| {
         let target = cfg.target.clone();
+        let later = later.clone();
         let base = format!("/echo/0/{}", cfg.sid(i));
         async move {
             let receiver = open_xhr_session(&target, &base, streaming).await?;
-            let send = http(&target).await?;
+            let send = http(&later).await?;
             Ok((receiver, send))
         }
     })
@@ -592,16 +642,18 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
         };
         let stats = stats.clone();
         let cfg = cfg.clone();
+        let later = later.clone();
         tasks.spawn_local(async move {
             let sid = cfg.sid(i);
             let base = format!("/echo/0/{sid}");
             let send_path = format!("{base}/xhr_send");
             let (tx, mut rx) = mpsc::unbounded_channel();
             let receiver = tokio::task::spawn_local(xhr_receiver(
-                cfg.target.clone(),
+                later.clone(),
                 base,
                 streaming,
                 recv,
+                cfg.hop.is_some(),
                 tx,
                 stats.clone(),
             ));
@@ -614,9 +666,9 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
                     let payload = outgoing(Framing::Sockjs, &message(&sid, seq, cfg.size));
                     let sent = Instant::now();
                     if !send.reusable() {
-                        send = http(&cfg.target).await?;
+                        send = http(&later).await?;
                     }
-                    let mut head = send.post(&cfg.target.host, &send_path, &payload).await?;
+                    let mut head = send.post(&later.host, &send_path, &payload).await?;
                     sink.clear();
                     send.read_to_end(&mut head.body, &mut sink).await?;
                     if head.status != 204 {
@@ -679,10 +731,10 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
         });
     }
     sleep_until(window.0.into()).await;
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     sleep_until(window.1.into()).await;
     let measured = meter.stop();
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
     join_bounded(&mut tasks, ECHO_TIMEOUT + Duration::from_secs(5), &stats).await;
     let s = stats.borrow();
     Ok(merge(
@@ -705,9 +757,9 @@ struct Round {
 /// N framed WebSocket sessions on /broadcast; session 0 sends one message per
 /// round; the round's fan-out time is until the last session has it.
 async fn broadcast(cfg: Rc<Config>) -> Result<Value, String> {
-    let pid = cfg.server_pid;
+    let procs = &cfg.server_procs;
     let n = cfg.sessions.max(1);
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_before = procs.rss_kib();
     let stats = Stats::new((Instant::now(), Instant::now()));
     let sockets = open_all(n, cfg.concurrency, &stats, |i| {
         open_ws(
@@ -811,7 +863,7 @@ async fn broadcast(cfg: Rc<Config>) -> Result<Value, String> {
 
     let mut fanout = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
         .expect("histogram bounds");
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     let mut delivered = 0u64;
     for r in 1..=cfg.repeat as u64 {
         {
@@ -842,7 +894,7 @@ async fn broadcast(cfg: Rc<Config>) -> Result<Value, String> {
         sleep(Duration::from_millis(5)).await;
     }
     let measured = meter.stop();
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
     drop(go_tx);
     // Readers never end by themselves: a short grace for stragglers, then stop.
     sleep(Duration::from_millis(200)).await;
@@ -865,13 +917,13 @@ async fn broadcast(cfg: Rc<Config>) -> Result<Value, String> {
 
 /// N WebSocket sessions, each verified with one echo, held; RSS per session.
 async fn idle_websocket(cfg: Rc<Config>) -> Result<Value, String> {
-    let pid = cfg.server_pid;
+    let procs = &cfg.server_procs;
     let framing = framing_for(&cfg);
     sleep(Duration::from_millis(300)).await;
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_before = procs.rss_kib();
     let stats = Stats::new((Instant::now(), Instant::now() + Duration::from_secs(86_400)));
     let setup_started = Instant::now();
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     let sockets = open_all(cfg.sessions, cfg.concurrency, &stats, |i| {
         let target = cfg.target.clone();
         let sid = cfg.sid(i);
@@ -891,7 +943,7 @@ async fn idle_websocket(cfg: Rc<Config>) -> Result<Value, String> {
     let setup_meter = meter.stop();
     let held = sockets.iter().filter(|s| s.is_some()).count();
     sleep(cfg.hold).await;
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
 
     // Still there? One more echo on every session.
     let verified = Rc::new(RefCell::new(0usize));
@@ -1011,7 +1063,7 @@ async fn polling_exchange(
 /// N polling sessions with no receiver attached, each verified with one echo
 /// (xhr_send + one poll), held; RSS per session.
 async fn idle_polling(cfg: Rc<Config>) -> Result<Value, String> {
-    let pid = cfg.server_pid;
+    let procs = &cfg.server_procs;
     let stats = Stats::new((Instant::now(), Instant::now() + Duration::from_secs(86_400)));
     let workers = cfg.concurrency.clamp(1, cfg.sessions.max(1));
     // `workers` keep-alive connections, each serving every `workers`-th
@@ -1030,9 +1082,9 @@ async fn idle_polling(cfg: Rc<Config>) -> Result<Value, String> {
     }
     let conns = Rc::new(RefCell::new(conns));
     sleep(Duration::from_millis(300)).await;
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_before = procs.rss_kib();
     let setup_started = Instant::now();
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     let checks: Rc<RefCell<Vec<Option<SeqCheck>>>> =
         Rc::new(RefCell::new((0..cfg.sessions).map(|_| None).collect()));
 
@@ -1099,7 +1151,7 @@ async fn idle_polling(cfg: Rc<Config>) -> Result<Value, String> {
     let setup_meter = meter.stop();
     let held = checks.borrow().iter().filter(|c| c.is_some()).count();
     sleep(cfg.hold).await;
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
     let failures_before = stats.borrow().errors;
     let mut tasks = phase(2);
     join_bounded(&mut tasks, setup_bound, &stats).await;
@@ -1128,9 +1180,9 @@ async fn idle_polling(cfg: Rc<Config>) -> Result<Value, String> {
 /// Sessions opened and closed as fast as C loops can: open, first frame
 /// (gateway: `o`; baseline: one echo), close handshake.
 async fn connect_rate(cfg: Rc<Config>) -> Result<Value, String> {
-    let pid = cfg.server_pid;
+    let procs = &cfg.server_procs;
     let framing = framing_for(&cfg);
-    let rss_before = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_before = procs.rss_kib();
     let t0 = Instant::now();
     let window = (t0 + cfg.warmup, t0 + cfg.warmup + cfg.duration);
     let stats = Stats::new(window);
@@ -1171,10 +1223,10 @@ async fn connect_rate(cfg: Rc<Config>) -> Result<Value, String> {
         });
     }
     sleep_until(window.0.into()).await;
-    let meter = Meter::start(pid);
+    let meter = Meter::start(procs);
     sleep_until(window.1.into()).await;
     let measured = meter.stop();
-    let rss_after = pid.and_then(|p| rss_kib(Some(p)));
+    let rss_after = procs.rss_kib();
     join_bounded(&mut tasks, OPEN_TIMEOUT + Duration::from_secs(10), &stats).await;
     let s = stats.borrow();
     let mut value = record(&cfg, &s, measured, rss_before, rss_after);

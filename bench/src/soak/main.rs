@@ -5,6 +5,12 @@
 //!     [--server-pid PID] [--mode short|full] [--out FILE] [--only churn,noloss,stalled]
 //! ```
 //!
+//! A cluster: `--url` is the balancer, `--metrics` every node's endpoint and
+//! `--server-pid` every node's PID, comma-separated; readings are summed.
+//!
+//! ```text
+//! ```
+//!
 //! Runs the scenarios one after another against the same server (churn,
 //! then no loss, then stalled readers; see their modules), prints a table of
 //! every check and writes the full figures as JSON. Exits 1 when a check
@@ -36,9 +42,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const USAGE: &str = "\
-usage: sockjs-soak --url http://IP:PORT --metrics http://IP:PORT/metrics [options]
+usage: sockjs-soak --url http://IP:PORT --metrics http://IP:PORT/metrics[,URL...] [options]
 
-  --server-pid PID          read the server's RSS from /proc/PID (else from /metrics)
+  --metrics URLS            the server's /metrics; a cluster: every node's,
+                            comma-separated (the readings are summed)
+  --server-pid PIDS         read the server's RSS and CPU from /proc/PID (else
+                            RSS from /metrics); a cluster: PID,... or LABEL=PID,...
   --mode short|full         the sizes below                                    [short]
   --out FILE                write the results as JSON
   --only LIST               comma-separated subset of churn,noloss,stalled
@@ -107,7 +116,7 @@ impl Outcome {
 struct Options {
     url: String,
     metrics: String,
-    pid: Option<u32>,
+    procs: net::Procs,
     mode: String,
     out: Option<String>,
     only: Vec<String>,
@@ -201,9 +210,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let opts = Options {
         url: get("url").ok_or("--url is required")?,
         metrics: get("metrics").ok_or("--metrics is required")?,
-        pid: match get("server-pid") {
-            Some(p) => Some(p.parse().map_err(|_| format!("--server-pid {p}"))?),
-            None => None,
+        procs: match get("server-pid") {
+            Some(p) => net::Procs::parse(&p).map_err(|e| format!("--server-pid: {e}"))?,
+            None => net::Procs::default(),
         },
         out: get("out"),
         only,
@@ -351,7 +360,7 @@ async fn run_all(opts: &Options) -> Vec<Outcome> {
         if !opts.only.iter().any(|s| s == name) {
             continue;
         }
-        let metrics = match metrics::Metrics::new(&opts.metrics, opts.pid) {
+        let metrics = match metrics::Metrics::new(&opts.metrics, opts.procs.clone()) {
             Ok(m) => m,
             Err(e) => {
                 outcomes.push(failed(name, e));
@@ -360,7 +369,7 @@ async fn run_all(opts: &Options) -> Vec<Outcome> {
         };
         let began = Instant::now();
         let cpu_before = (
-            opts.pid.and_then(|p| net::cpu_seconds(Some(p))),
+            opts.procs.cpu_seconds(),
             net::cpu_seconds(None),
             net::system_busy_seconds(),
         );
@@ -433,10 +442,7 @@ async fn run_all(opts: &Options) -> Vec<Outcome> {
             (Some(a), Some(b)) => Some(churn::round3(100.0 * (b - a) / wall)),
             _ => None,
         };
-        let server = pct(
-            cpu_before.0,
-            opts.pid.and_then(|p| net::cpu_seconds(Some(p))),
-        );
+        let server = pct(cpu_before.0, opts.procs.cpu_seconds());
         let own = pct(cpu_before.1, net::cpu_seconds(None));
         let machine = pct(cpu_before.2, net::system_busy_seconds());
         let other = match (machine, server, own) {

@@ -1,17 +1,23 @@
 //! The gateway's Prometheus endpoint, scraped over HTTP/1.1, and the
 //! readings the soak checks are made of (live sessions, close counters, RSS).
+//! A cluster has one endpoint per node: each reading is the sum over them.
 
 use std::time::{Duration, Instant};
 
 use crate::http::Http;
-use crate::net::{rss_kib, Target};
+use crate::net::{Procs, Target};
 
 pub struct Metrics {
+    endpoints: Vec<Endpoint>,
+    /// Read RSS from /proc/PID/status when known (else the exported gauge).
+    procs: Procs,
+}
+
+/// One node's `/metrics`.
+struct Endpoint {
     target: Target,
     path: String,
     conn: Option<Http>,
-    /// Read RSS from /proc/PID/status when known (else the exported gauge).
-    pid: Option<u32>,
 }
 
 /// `(name, labels, value)` of one sample line.
@@ -23,59 +29,54 @@ pub struct Scrape {
 }
 
 impl Metrics {
-    /// `url` is `http://IP:PORT/metrics`.
-    pub fn new(url: &str, pid: Option<u32>) -> Result<Metrics, String> {
-        let rest = url.strip_prefix("http://").unwrap_or(url);
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/metrics"),
-        };
-        Ok(Metrics {
-            target: Target::new(hostport, 0)?,
-            path: path.to_owned(),
-            conn: None,
-            pid,
-        })
+    /// `urls` is `http://IP:PORT/metrics`, or several, comma-separated (the
+    /// nodes of a cluster); `procs` the server's processes (may be none).
+    pub fn new(urls: &str, procs: Procs) -> Result<Metrics, String> {
+        let mut endpoints = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let rest = url.strip_prefix("http://").unwrap_or(url);
+            let (hostport, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/metrics"),
+            };
+            endpoints.push(Endpoint {
+                target: Target::new(hostport, 0)?,
+                path: path.to_owned(),
+                conn: None,
+            });
+        }
+        if endpoints.is_empty() {
+            return Err("--metrics: no URL".into());
+        }
+        Ok(Metrics { endpoints, procs })
     }
 
+    /// Every endpoint's samples, one after the other: sums over them are
+    /// sums over the cluster.
     pub async fn scrape(&mut self) -> Result<Scrape, String> {
-        let once = tokio::time::timeout(Duration::from_secs(5), self.scrape_once()).await;
-        match once {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(format!("scraping {}: {e}", self.path))
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(format!("scraping {}: timed out", self.path))
-            }
+        let mut samples = Vec::new();
+        for endpoint in &mut self.endpoints {
+            samples.extend(endpoint.scrape().await?.samples);
         }
+        Ok(Scrape { samples })
     }
 
-    async fn scrape_once(&mut self) -> Result<Scrape, String> {
-        if !self.conn.as_ref().is_some_and(Http::reusable) {
-            self.conn = Some(Http::new(self.target.connect().await?));
-        }
-        let conn = self.conn.as_mut().expect("just set");
-        let mut head = conn
-            .request("GET", &self.target.host, &self.path, b"")
-            .await?;
-        let mut body = Vec::new();
-        conn.read_to_end(&mut head.body, &mut body).await?;
-        if head.status != 200 {
-            return Err(format!("status {}", head.status));
-        }
-        Ok(Scrape::parse(&String::from_utf8_lossy(&body)))
+    /// How many endpoints (cluster nodes) are read.
+    pub fn nodes(&self) -> usize {
+        self.endpoints.len()
     }
 
-    /// The server's resident memory in bytes.
+    /// The server's resident memory in bytes (every node's, summed).
     pub fn rss(&self, scrape: &Scrape) -> Option<u64> {
-        match self.pid {
-            Some(pid) => rss_kib(Some(pid)).map(|k| k * 1024),
-            None => scrape
-                .get("process_resident_memory_bytes", &[])
-                .map(|v| v as u64),
+        match self.procs.rss_kib() {
+            Some(kib) => Some(kib * 1024),
+            None if self.procs.each().is_empty() => {
+                let every: Vec<f64> = scrape
+                    .matching("process_resident_memory_bytes", &[])
+                    .collect();
+                (every.len() == self.endpoints.len()).then(|| every.iter().sum::<f64>() as u64)
+            }
+            None => None,
         }
     }
 
@@ -120,6 +121,42 @@ impl Metrics {
     }
 }
 
+impl Endpoint {
+    async fn scrape(&mut self) -> Result<Scrape, String> {
+        let once = tokio::time::timeout(Duration::from_secs(5), self.scrape_once()).await;
+        match once {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(format!("scraping {}{}: {e}", self.target.host, self.path))
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(format!(
+                    "scraping {}{}: timed out",
+                    self.target.host, self.path
+                ))
+            }
+        }
+    }
+
+    async fn scrape_once(&mut self) -> Result<Scrape, String> {
+        if !self.conn.as_ref().is_some_and(Http::reusable) {
+            self.conn = Some(Http::new(self.target.connect().await?));
+        }
+        let conn = self.conn.as_mut().expect("just set");
+        let mut head = conn
+            .request("GET", &self.target.host, &self.path, b"")
+            .await?;
+        let mut body = Vec::new();
+        conn.read_to_end(&mut head.body, &mut body).await?;
+        if head.status != 200 {
+            return Err(format!("status {}", head.status));
+        }
+        Ok(Scrape::parse(&String::from_utf8_lossy(&body)))
+    }
+}
+
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
         let mut samples = Vec::new();
@@ -145,11 +182,6 @@ impl Scrape {
     /// The sum over every sample of `name` whose labels include `filter`.
     pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
         self.matching(name, filter).sum()
-    }
-
-    /// The first sample of `name` whose labels include `filter`.
-    pub fn get(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
-        self.matching(name, filter).next()
     }
 
     fn matching<'a>(
@@ -199,7 +231,14 @@ impl Scrape {
                     .map(|(_, v)| v.as_str())
                     .unwrap_or("")
             };
-            out.insert(format!("{}/{}", get("reason"), get("code")), (*v).into());
+            // Several nodes: the same key once per node, summed.
+            let key = format!("{}/{}", get("reason"), get("code"));
+            let sum = out
+                .get(&key)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+                + v;
+            out.insert(key, sum.into());
         }
         serde_json::Value::Object(out)
     }
@@ -235,6 +274,6 @@ mod tests {
         );
         assert_eq!(s.live("/echo"), 5.0);
         assert_eq!(s.closed_with("/broadcast", "4009"), 5.0);
-        assert_eq!(s.get("process_resident_memory_bytes", &[]), Some(1048576.0));
+        assert_eq!(s.sum("process_resident_memory_bytes", &[]), 1048576.0);
     }
 }

@@ -419,7 +419,15 @@ pub async fn run(cfg: Config, target: Rc<Target>, mut metrics: Metrics) -> Resul
         "sockjs_messages_total",
         &[("service", "/echo"), ("direction", "out")],
     );
-    let checks = vec![
+    // Every HTTP response a node gives is counted there: with several nodes,
+    // a request forwarded to the session's owner is counted twice (by the
+    // node the balancer chose and by the owner).
+    let responses = after.sum("sockjs_http_responses_total", &[])
+        - before.sum("sockjs_http_responses_total", &[]);
+    let ws_sessions = by_kind.get(&Kind::Websocket).map_or(0, |s| s.sessions) as u64;
+    let client_requests = total.receiver_requests + total.send_requests + ws_sessions;
+    let forwarded = responses as i64 - client_requests as i64;
+    let mut checks = vec![
         Check::new(
             "every echo back exactly once, in order",
             format!(
@@ -461,6 +469,19 @@ pub async fn run(cfg: Config, target: Rc<Target>, mut metrics: Metrics) -> Resul
             server_in as u64 == total.sent && server_out as u64 == total.sent,
         ),
     ];
+    if metrics.nodes() > 1 {
+        // Else the balancer kept each session on one node and no request
+        // took the cross-node path this is meant to soak.
+        checks.push(Check::new(
+            "requests forwarded between the nodes",
+            format!(
+                "{forwarded} of {} HTTP requests",
+                total.receiver_requests + total.send_requests
+            ),
+            "> 0".into(),
+            forwarded > 0,
+        ));
+    }
     let transports: serde_json::Map<String, serde_json::Value> = by_kind
         .iter()
         .map(|(k, s)| (k.name().to_owned(), s.json()))
@@ -493,11 +514,22 @@ pub async fn run(cfg: Config, target: Rc<Target>, mut metrics: Metrics) -> Resul
         "transports": transports,
         "server_messages_in": server_in,
         "server_messages_out": server_out,
+        "nodes": metrics.nodes(),
+        "server_http_responses": responses,
+        "client_requests": client_requests,
+        "forwarded_requests": if metrics.nodes() > 1 { json!(forwarded) } else { json!(null) },
         "error_samples": errors,
     });
-    let summary = format!(
+    let mut summary = format!(
         "{} msgs through {} sessions in {:.1}s: {:.0} msgs/s; lost {} dup {} reordered {}",
         total.unique, cfg.sessions, secs, msgs_per_s, total.lost, total.duplicated, total.reordered
     );
+    if metrics.nodes() > 1 {
+        summary += &format!(
+            "; {} nodes, {forwarded} of {} HTTP requests forwarded to the owner",
+            metrics.nodes(),
+            total.receiver_requests + total.send_requests
+        );
+    }
     Ok(Outcome::new("noloss", checks, details, summary))
 }
