@@ -98,6 +98,9 @@ async function runCluster(t) {
   upstream sockjs_nodes {
 ${nodes.map((n) => `    server ${n.address} max_fails=1 fail_timeout=1s;`).join('\n')}
     keepalive 32;
+    # Below the nodes' 5 s keep-alive: a POST sent on a connection a node
+    # is closing is not retried, and the client would get a 502.
+    keepalive_timeout 2s;
   }
   server {
 ${ports.map((p) => `    listen 127.0.0.1:${p};`).join('\n')}
