@@ -417,8 +417,8 @@
 
   // ------------------------------------------------------- cluster failover
   // Sessions held across several calls from the runner: holdOpen opens
-  // them (each { url, transport }, verified with one echo) and names their
-  // session ids;
+  // them (each { url, transport, extraEchoes }, verified with 1 +
+  // extraEchoes echoes) and names their session ids;
   // heldEcho, after the runner killed a node, has every session that is
   // still open echo a numbered run, and reports how each one ended.
 
@@ -440,7 +440,7 @@
         var conn = await connect(a.sessions[i].url, [t], a.openTimeout || 10000, { timeout: 5000 });
         var bad = checkTransport(conn, t);
         if (bad) throw new Error(bad);
-        await pingEcho(conn, 10000);
+        for (var e = 0; e <= (a.sessions[i].extraEchoes || 0); e++) await pingEcho(conn, 10000);
         conn.session = sessionIdOf(conn.sock);
         if (!conn.session) throw new Error('no session id found in the ' + t + ' transport object');
         held.push(conn);

@@ -12,6 +12,8 @@ pub(crate) mod directory;
 pub(crate) mod forward;
 mod health;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -55,6 +57,12 @@ pub const CLEAN_END: &[u8] = &[0xFF];
 /// a node id that is not its own.
 pub const MISDIRECTED: &str = "Not the session's owner.";
 
+thread_local! {
+    /// Per node id (a process may hold several clusters, as the tests do).
+    static THREAD_CONNECTIONS: RefCell<HashMap<String, ConnectionManager>> =
+        RefCell::default();
+}
+
 /// This node's place in a cluster. Clone it freely: clones share everything.
 ///
 /// ```no_run
@@ -75,6 +83,8 @@ pub struct Cluster {
 struct Inner {
     node_id: String,
     client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The connection of a thread whose own could not be made.
     redis: ConnectionManager,
     advertise: OnceLock<String>,
     reachability: Reachability,
@@ -95,12 +105,13 @@ impl Cluster {
             // Each command is its own probe: fail it fast and let the next
             // one reconnect, rather than queue work behind retries.
             .set_number_of_retries(1);
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("`{url}`: {e}"))?;
         Ok(Cluster {
             inner: Arc::new(Inner {
                 node_id: new_node_id(),
                 client,
+                config,
                 redis,
                 advertise: OnceLock::new(),
                 reachability: Reachability::new(url),
@@ -174,8 +185,23 @@ impl Cluster {
             .await;
     }
 
+    /// This thread's connection to Redis: a command is written, and its
+    /// reply read, by the worker that awaits it. One connection shared by
+    /// every worker lives on the thread that opened it, and each command
+    /// would cross to that thread and back.
     fn connection(&self) -> ConnectionManager {
-        self.inner.redis.clone()
+        THREAD_CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            if let Some(connection) = connections.get(&self.inner.node_id) {
+                return connection.clone();
+            }
+            let inner = &self.inner;
+            let connection =
+                ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
+                    .unwrap_or_else(|_| inner.redis.clone());
+            connections.insert(inner.node_id.clone(), connection.clone());
+            connection
+        })
     }
 
     /// Runs one command, bounded by [`REDIS_TIMEOUT`], noting reachability.
