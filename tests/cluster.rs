@@ -321,6 +321,45 @@ fn a_node_on_a_dead_owner_s_address_is_not_the_owner() {
     assert_eq!(successor.poll_messages("/echo", &fresh, 1), ["new"]);
 }
 
+/// A node remembers for a moment where the sessions it forwarded to live.
+/// When such a session has ended on its owner, the owner refuses the
+/// forward (421) and the node asks Redis again: a send then finds no
+/// session, a receiver opens a new one here, recorded here, as on one node.
+#[test]
+fn a_remembered_owner_that_no_longer_holds_the_session_is_asked_again() {
+    let redis = Redis::start();
+    let owner = node(
+        &redis,
+        &["--disconnect-delay", "300ms", "--metrics", "127.0.0.1:0"],
+    );
+    let relay = node(&redis, &["--disconnect-delay", "300ms"]);
+    let relay_id = node_id(&relay);
+    let for_send = owner.open_xhr_session("/echo");
+    let for_poll = owner.open_xhr_session("/echo");
+    // Forwarded once each: the relay now knows their owner.
+    relay.send_ok("/echo", &for_send, r#"["a"]"#);
+    relay.send_ok("/echo", &for_poll, r#"["b"]"#);
+    for sid in [&for_send, &for_poll] {
+        let record = format!("sockjs:session:/echo:{sid}");
+        poll_until(
+            "the session to end on its owner",
+            Duration::from_secs(5),
+            || (redis.command(&["EXISTS", &record]) == ":0").then_some(()),
+        );
+    }
+    let send = relay.xhr_send("/echo", &for_send, br#"["late"]"#);
+    assert_eq!(send.status, 404);
+    assert_eq!(send.text(), "Session not found.");
+    assert_eq!(relay.poll("/echo", &for_poll), Frame::Open);
+    assert_eq!(
+        redis.get(&format!("sockjs:session:/echo:{for_poll}")),
+        Some(relay_id)
+    );
+    // Both went to the remembered owner first, which refused them.
+    let m = scrape(metrics_port(&owner));
+    assert_eq!(metric_value(&m, &routes("misdirected")), 2.0);
+}
+
 /// A Redis that stops answering without closing its connections (stalled,
 /// or a silent network failure): broadcast members are told they may miss
 /// messages instead of waiting on a subscription that hears nothing.

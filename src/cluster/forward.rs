@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use awc::error::{PayloadError, SendRequestError};
 use futures::future::LocalBoxFuture;
 use futures::{Stream, StreamExt};
@@ -50,12 +50,12 @@ pub(crate) enum ForwardError {
 /// through, the last bytes to send instead of a truncated response.
 pub(crate) type BrokenEnding = Box<dyn FnOnce(bool) -> LocalBoxFuture<'static, Bytes>>;
 
-/// Sends `req` (with `payload` as its body, if any) to the owner `owner_id`
+/// Sends `req` (with `body`, if any) to the owner `owner_id`
 /// at `address` and gives back its response, body streaming; a streamed
 /// body that breaks ends with `broken`, if given.
 pub(crate) async fn forward(
     req: &HttpRequest,
-    payload: Option<web::Payload>,
+    body: Option<Bytes>,
     owner_id: &str,
     address: &str,
     scheme: &str,
@@ -79,8 +79,8 @@ pub(crate) async fn forward(
     if let Ok(owner) = HeaderValue::from_str(owner_id) {
         headers.insert(HeaderName::from_static(FORWARDED_HEADER), owner);
     }
-    let sent = match payload {
-        Some(payload) if *req.method() != Method::GET => request.send_stream(payload).await,
+    let sent = match body {
+        Some(body) if *req.method() != Method::GET => request.send_body(body).await,
         _ => request.send().await,
     };
     let mut upstream = sent.map_err(|error| match error {

@@ -11,6 +11,7 @@ mod broadcast;
 pub(crate) mod directory;
 pub(crate) mod forward;
 mod health;
+pub(crate) mod owners;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,18 +44,18 @@ pub const OWNER_LOST: (u16, &str) = (4503, "Session owner lost");
 /// The close of a broadcast member whose messages cannot reach the cluster.
 pub const BACKPLANE_UNAVAILABLE: (u16, &str) = (4504, "Cluster backplane unavailable");
 /// Marks a request forwarded by another node, naming the node it was meant
-/// for: that node serves it itself, as a single node would. Any other node
-/// (a restarted one on the dead owner's address) that does not hold the
-/// session answers [`MISDIRECTED`], and the forwarder counts the owner as
-/// gone. A client that sets it only keeps its request on the node it reached.
+/// for. A node that holds the session serves it, as a single node would;
+/// one that does not (a node restarted on a dead owner's address, or the
+/// owner after the session ended) answers [`MISDIRECTED`], and the
+/// forwarder looks again. A client that sets it gets no further than the
+/// node it reached.
 pub const FORWARDED_HEADER: &str = "x-sockjs-gateway-forwarded";
 /// The last byte of a forwarded receiver's body that its owner ended on
 /// purpose (never in a frame: not UTF-8). The forwarding node strips it;
 /// a body that ends without it was cut off, the owner most likely dead.
 /// Nodes of one cluster therefore run the same version.
 pub const CLEAN_END: &[u8] = &[0xFF];
-/// The answer to a forward for a session this node does not hold, sent to
-/// a node id that is not its own.
+/// The answer to a forward for a session this node does not hold.
 pub const MISDIRECTED: &str = "Not the session's owner.";
 
 thread_local! {

@@ -23,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
 use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
+use crate::cluster::owners::OwnerCache;
 use crate::cluster::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::options::{Options, SessionBinding};
@@ -53,6 +54,8 @@ pub(crate) struct ServiceState {
     pub iframe: pages::IframePage,
     /// Cluster mode: sessions not found here are looked up in Redis.
     pub cluster: Option<Cluster>,
+    /// Cluster mode: owners forwarded to lately.
+    pub owners: OwnerCache,
 }
 
 impl ServiceState {
@@ -70,6 +73,7 @@ impl ServiceState {
             admission: None,
             metrics: Arc::new(Metrics::default().for_service(&prefix)),
             cluster: None,
+            owners: OwnerCache::default(),
         }
     }
 
@@ -423,10 +427,10 @@ pub(crate) async fn dispatch(
                         Some(cluster) => {
                             routing::send(&req, payload, &state, cluster, session_id, kind).await
                         }
-                        None => Ok(payload),
+                        None => Ok(send::SendBody::Coming(payload)),
                     };
                     match routed {
-                        Ok(payload) => send::respond(&req, payload, &state, session_id, kind).await,
+                        Ok(body) => send::respond(&req, body, &state, session_id, kind).await,
                         Err(answer) => answer,
                     }
                 }

@@ -10,9 +10,11 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::receiver::wrapping_for;
-use super::{send, text_response, ServiceState};
+use super::send::{self, SendBody};
+use super::{text_response, ServiceState};
 use crate::cluster::directory::Route;
 use crate::cluster::forward::{self, BrokenEnding, ForwardError};
+use crate::cluster::owners::Owner;
 use crate::cluster::{Cluster, Unavailable, FORWARDED_HEADER, MISDIRECTED, OWNER_LOST};
 use crate::protocol::frame::Frame;
 use crate::protocol::route::{ReceiverKind, SendKind};
@@ -33,49 +35,65 @@ pub(crate) async fn receiver(
     session_id: &str,
     kind: ReceiverKind,
 ) -> Option<HttpResponse> {
-    match served_here(req, state, cluster, session_id) {
+    match served_here(req, state, session_id) {
         Here::Yes => return None,
         Here::Misdirected => return Some(misdirected(req, state)),
         Here::No => {}
     }
     let mut last_failure = None;
     for _ in 0..ATTEMPTS {
-        let (node, address) = match route(state, cluster, session_id, true).await {
+        let (owner, cached) = match locate(state, cluster, session_id, true).await {
             Err(_) => return Some(unavailable(req, state)),
-            Ok(Route::Here) => {
+            Ok(Located::Here) => {
                 state.metrics.cluster_routed("here");
                 return None;
             }
-            Ok(Route::OwnerLost) => {
+            Ok(Located::Lost) => {
                 state.start_lost(cluster, req, session_id);
                 state.metrics.cluster_routed("owner_lost");
                 return None;
             }
-            Ok(Route::Forward { node, address }) => (node, address),
+            Ok(Located::At { owner, cached }) => (owner, cached),
         };
         let scheme = state.scheme(req);
         let broken = wrapping_for(req, kind)
             .ok()
-            .map(|wrapping| owner_broke_off(req, state, &node, &address, wrapping));
-        match forward::forward(req, None, &node, &address, scheme, broken).await {
+            .map(|wrapping| owner_broke_off(req, state, &owner, wrapping));
+        let forwarded = forward::forward(req, None, &owner.node, &owner.address, scheme, broken);
+        let error = match forwarded.await {
             Ok(response) => {
                 state.metrics.cluster_routed("forwarded");
+                state.owners.put(session_id, owner, Instant::now());
                 return Some(response);
             }
+            Err(error) => error,
+        };
+        state.owners.forget(session_id);
+        match error {
+            // A cached owner may be stale: ask Redis.
+            _ if cached => continue,
             // The owner took the connection but gave no answer: most likely
             // it is dying. Route again: a dead owner's session is then
             // declared lost, a live one answers as to any receiver.
-            Err(ForwardError::Failed(error)) => {
-                log::debug!("{}: forward to node {node} failed: {error}", req.path());
-                last_failure = Some((node, error));
-                continue;
-            }
-            Err(ForwardError::Unreachable(error)) => {
+            ForwardError::Failed(error) => {
                 log::debug!(
-                    "{}: owner {node} at {address} unreachable: {error}",
-                    req.path()
+                    "{}: forward to node {} failed: {error}",
+                    req.path(),
+                    owner.node
                 );
-                match cluster.take_over(&state.prefix, session_id, &node).await {
+                last_failure = Some((owner.node, error));
+            }
+            ForwardError::Unreachable(error) => {
+                log::debug!(
+                    "{}: owner {} at {} unreachable: {error}",
+                    req.path(),
+                    owner.node,
+                    owner.address
+                );
+                match cluster
+                    .take_over(&state.prefix, session_id, &owner.node)
+                    .await
+                {
                     Err(_) => return Some(unavailable(req, state)),
                     Ok(true) => {
                         state.start_lost(cluster, req, session_id);
@@ -83,7 +101,7 @@ pub(crate) async fn receiver(
                         return None;
                     }
                     // Someone else changed the record: look again.
-                    Ok(false) => continue,
+                    Ok(false) => {}
                 }
             }
         }
@@ -103,11 +121,14 @@ pub(crate) async fn receiver(
 fn owner_broke_off(
     req: &HttpRequest,
     state: &ServiceState,
-    node: &str,
-    address: &str,
+    owner: &Owner,
     wrapping: Wrapping,
 ) -> BrokenEnding {
-    let (path, node, address) = (req.path().to_owned(), node.to_owned(), address.to_owned());
+    let (path, node, address) = (
+        req.path().to_owned(),
+        owner.node.clone(),
+        owner.address.clone(),
+    );
     let metrics = state.metrics.clone();
     Box::new(move |received_any| {
         Box::pin(async move {
@@ -130,8 +151,9 @@ fn owner_broke_off(
     })
 }
 
-/// A send: `Ok(payload)` to serve it here, `Err(answer)` when it was
-/// answered elsewhere (or refused).
+/// A send: `Ok(body)` to serve it here, `Err(answer)` when it was answered
+/// elsewhere (or refused). A forwarded send's body is read here first, so
+/// that it can go to the owner Redis names when a cached one is gone.
 pub(crate) async fn send(
     req: &HttpRequest,
     payload: web::Payload,
@@ -139,74 +161,122 @@ pub(crate) async fn send(
     cluster: &Cluster,
     session_id: &str,
     kind: SendKind,
-) -> Result<web::Payload, HttpResponse> {
-    match served_here(req, state, cluster, session_id) {
-        Here::Yes => return Ok(payload),
+) -> Result<SendBody, HttpResponse> {
+    match served_here(req, state, session_id) {
+        Here::Yes => return Ok(SendBody::Coming(payload)),
         Here::Misdirected => return Err(misdirected(req, state)),
         Here::No => {}
     }
-    let (node, address) = match route(state, cluster, session_id, false).await {
-        Err(_) => return Err(unavailable(req, state)),
-        Ok(Route::Here) => {
-            state.metrics.cluster_routed("here");
-            return Ok(payload);
-        }
-        Ok(Route::OwnerLost) => {
-            state.start_lost(cluster, req, session_id);
-            state.metrics.cluster_routed("owner_lost");
-            return Err(send::session_not_found(req, kind));
-        }
-        Ok(Route::Forward { node, address }) => (node, address),
-    };
-    let scheme = state.scheme(req);
-    match forward::forward(req, Some(payload), &node, &address, scheme, None).await {
-        Ok(response) => {
-            state.metrics.cluster_routed("forwarded");
-            Err(response)
-        }
-        Err(ForwardError::Failed(error)) => Err(unanswered(req, state, &node, &error)),
-        Err(ForwardError::Unreachable(error)) => {
-            log::debug!(
-                "{}: owner {node} at {address} unreachable: {error}",
-                req.path()
-            );
-            // Whoever holds the record now, the session this send was for
-            // is gone with its owner.
-            if let Ok(true) = cluster.take_over(&state.prefix, session_id, &node).await {
-                state.start_lost(cluster, req, session_id);
+    let mut body = SendBody::Coming(payload);
+    for _ in 0..2 {
+        let (owner, cached) = match locate(state, cluster, session_id, false).await {
+            Err(_) => return Err(unavailable(req, state)),
+            Ok(Located::Here) => {
+                state.metrics.cluster_routed("here");
+                return Ok(body);
             }
-            state.metrics.cluster_routed("owner_lost");
-            Err(send::session_not_found(req, kind))
+            Ok(Located::Lost) => {
+                state.start_lost(cluster, req, session_id);
+                state.metrics.cluster_routed("owner_lost");
+                return Err(send::session_not_found(req, kind));
+            }
+            Ok(Located::At { owner, cached }) => (owner, cached),
+        };
+        let bytes = body.read_for_forward(req, state, kind).await?;
+        let scheme = state.scheme(req);
+        let forwarded =
+            forward::forward(req, Some(bytes), &owner.node, &owner.address, scheme, None);
+        let error = match forwarded.await {
+            Ok(response) => {
+                state.metrics.cluster_routed("forwarded");
+                state.owners.put(session_id, owner, Instant::now());
+                return Err(response);
+            }
+            Err(error) => error,
+        };
+        state.owners.forget(session_id);
+        match error {
+            // The owner may have taken it: never sent twice.
+            ForwardError::Failed(error) => return Err(unanswered(req, state, &owner.node, &error)),
+            // Not delivered: a cached owner may be stale, ask Redis.
+            ForwardError::Unreachable(_) if cached => continue,
+            ForwardError::Unreachable(error) => {
+                log::debug!(
+                    "{}: owner {} at {} unreachable: {error}",
+                    req.path(),
+                    owner.node,
+                    owner.address
+                );
+                // Whoever holds the record now, the session this send was
+                // for is gone with its owner.
+                if let Ok(true) = cluster
+                    .take_over(&state.prefix, session_id, &owner.node)
+                    .await
+                {
+                    state.start_lost(cluster, req, session_id);
+                }
+                state.metrics.cluster_routed("owner_lost");
+                return Err(send::session_not_found(req, kind));
+            }
         }
     }
+    Err(unavailable(req, state))
 }
 
 enum Here {
     /// Serve it here, as a single node would.
     Yes,
-    /// Forwarded to another node id, for a session not here.
+    /// Forwarded here, for a session not here.
     Misdirected,
     /// Route it.
     No,
 }
 
-/// The session is here, or another node forwarded the request to this
-/// node: serve it here. Forwarded to a node id that is not this one's (a
-/// node restarted on a dead owner's address), for a session not here: the
-/// forwarder must count its owner as gone.
-fn served_here(
-    req: &HttpRequest,
+/// The session is here: serve it here, as a single node would. Not here
+/// but forwarded by another node: the owner it was meant for is gone (a
+/// node restarted on its address) or no longer holds the session (it
+/// ended), and the forwarder must look again.
+fn served_here(req: &HttpRequest, state: &ServiceState, session_id: &str) -> Here {
+    if state.registry.get(session_id).is_some() {
+        Here::Yes
+    } else if req.headers().contains_key(FORWARDED_HEADER) {
+        Here::Misdirected
+    } else {
+        Here::No
+    }
+}
+
+enum Located {
+    /// Serve it here: recorded here, or just claimed (a receiver).
+    Here,
+    /// The owner's lease is gone; the record now names this node.
+    Lost,
+    /// Forward it to `owner`, from the cache or from Redis.
+    At { owner: Owner, cached: bool },
+}
+
+/// Where the session lives: the owner this node forwarded to lately, else
+/// what Redis says.
+async fn locate(
     state: &ServiceState,
     cluster: &Cluster,
     session_id: &str,
-) -> Here {
-    let local = state.registry.get(session_id).is_some();
-    match req.headers().get(FORWARDED_HEADER) {
-        _ if local => Here::Yes,
-        Some(owner) if owner.as_bytes() != cluster.node_id().as_bytes() => Here::Misdirected,
-        Some(_) => Here::Yes,
-        None => Here::No,
+    claim: bool,
+) -> Result<Located, Unavailable> {
+    if let Some(owner) = state.owners.get(session_id, Instant::now()) {
+        return Ok(Located::At {
+            owner,
+            cached: true,
+        });
     }
+    Ok(match route(state, cluster, session_id, claim).await? {
+        Route::Here => Located::Here,
+        Route::OwnerLost => Located::Lost,
+        Route::Forward { node, address } => Located::At {
+            owner: Owner { node, address },
+            cached: false,
+        },
+    })
 }
 
 /// The session's owner from Redis, timed.
@@ -228,7 +298,7 @@ async fn route(
 
 fn misdirected(req: &HttpRequest, state: &ServiceState) -> HttpResponse {
     state.metrics.cluster_routed("misdirected");
-    log::debug!("{}: forwarded here for a node this is not", req.path());
+    log::debug!("{}: forwarded here for a session not here", req.path());
     text_response(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED)
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::web::{self, BytesMut};
+use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 
@@ -13,14 +13,42 @@ use crate::protocol::inbound::{self, InboundError};
 use crate::protocol::route::SendKind;
 use crate::protocol::session::InboundRefusal;
 
+/// A send's body: still coming, or read already by a node that was about
+/// to forward it.
+pub(crate) enum SendBody {
+    Coming(web::Payload),
+    Read(Bytes),
+}
+
+impl SendBody {
+    /// The whole body, read as the owner would read it (the same time and
+    /// size bounds); the answer the owner would give if it cannot be.
+    pub(crate) async fn read_for_forward(
+        &mut self,
+        req: &HttpRequest,
+        state: &ServiceState,
+        kind: SendKind,
+    ) -> Result<Bytes, HttpResponse> {
+        let body = match std::mem::replace(self, SendBody::Read(Bytes::new())) {
+            SendBody::Read(body) => body,
+            SendBody::Coming(payload) => match read_bounded(payload, state).await {
+                Ok(body) => body.freeze(),
+                Err(refusal) => return Err(answer(req, kind, Err(refusal))),
+            },
+        };
+        *self = SendBody::Read(body.clone());
+        Ok(body)
+    }
+}
+
 pub async fn respond(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: SendBody,
     state: &Arc<ServiceState>,
     session_id: &str,
     kind: SendKind,
 ) -> HttpResponse {
-    let result = deliver(req, payload, state, session_id, kind).await;
+    let result = deliver(req, body, state, session_id, kind).await;
     answer(req, kind, result)
 }
 
@@ -56,7 +84,7 @@ const SESSION_NOT_FOUND: Refusal = (StatusCode::NOT_FOUND, "Session not found.")
 
 async fn deliver(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: SendBody,
     state: &ServiceState,
     session_id: &str,
     kind: SendKind,
@@ -66,14 +94,10 @@ async fn deliver(
         .get(session_id)
         .filter(|session| state.may_use(session, req))
         .ok_or(SESSION_NOT_FOUND)?;
-    // A body trickling in a byte at a time must not hold the request.
-    let body = tokio::time::timeout(
-        state.options.body_timeout,
-        read_body(payload, state.options.max_message_bytes),
-    )
-    .await
-    .map_err(|_| (StatusCode::REQUEST_TIMEOUT, "Request body timeout."))?
-    .map_err(refused)?;
+    let body = match body {
+        SendBody::Coming(payload) => read_bounded(payload, state).await?.freeze(),
+        SendBody::Read(body) => body,
+    };
     let messages = match kind {
         SendKind::Xhr => inbound::decode_array(&body),
         SendKind::Jsonp => inbound::decode_jsonp_send(&body, is_form(req)),
@@ -99,6 +123,18 @@ async fn deliver(
     .await?;
     shared.to_application.notify_waiters();
     Ok(())
+}
+
+/// The whole body: a body trickling in a byte at a time must not hold the
+/// request, nor a large one memory.
+async fn read_bounded(payload: web::Payload, state: &ServiceState) -> Result<BytesMut, Refusal> {
+    tokio::time::timeout(
+        state.options.body_timeout,
+        read_body(payload, state.options.max_message_bytes),
+    )
+    .await
+    .map_err(|_| (StatusCode::REQUEST_TIMEOUT, "Request body timeout."))?
+    .map_err(refused)
 }
 
 fn refused(error: InboundError) -> Refusal {

@@ -62,7 +62,27 @@ impl Redis {
         self.try_command(args).expect("redis command")
     }
 
+    /// The value of a string key, if it exists.
+    #[allow(dead_code)]
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut reader = self.send(&["GET", key]).expect("redis GET");
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("redis GET reply");
+        if line.starts_with("$-1") {
+            return None;
+        }
+        line.clear();
+        reader.read_line(&mut line).expect("redis GET value");
+        Some(line.trim_end().to_owned())
+    }
+
     fn try_command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut line = String::new();
+        self.send(args)?.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    fn send(&self, args: &[&str]) -> std::io::Result<BufReader<TcpStream>> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut request = format!("*{}\r\n", args.len());
@@ -70,9 +90,7 @@ impl Redis {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
         stream.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_owned())
+        Ok(BufReader::new(stream))
     }
 }
 
