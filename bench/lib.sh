@@ -63,6 +63,17 @@ cluster_tools_missing() {
   fi
 }
 
+# Exits with 2, saying what is missing (after PREFIX), when cluster mode
+# cannot run here.
+require_cluster_tools() {
+  local missing
+  missing=$(cluster_tools_missing)
+  if [[ -n $missing ]]; then
+    echo "$1: $missing" >&2
+    exit 2
+  fi
+}
+
 # Prints a loopback port nothing listens on, below the ephemeral range (so
 # no client socket takes it before it is bound). Whoever binds it checks:
 # the starters below try another port when the bind fails.

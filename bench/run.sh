@@ -49,11 +49,7 @@ PIN=(taskset -c 0)
 source "$ROOT/bench/lib.sh"
 
 if [[ $MODE != full ]]; then
-  missing=$(cluster_tools_missing)
-  if [[ -n $missing ]]; then
-    echo "bench: $missing" >&2
-    exit 2
-  fi
+  require_cluster_tools bench
 fi
 
 clean_up_on_exit "bench: logs kept in $WORK"

@@ -59,11 +59,7 @@ source "$ROOT/bench/lib.sh"
 clean_up_on_exit "soak: logs kept in $WORK"
 
 if [[ $CLUSTER != no ]]; then
-  missing=$(cluster_tools_missing)
-  if [[ -n $missing ]]; then
-    echo "soak: $missing" >&2
-    exit 2
-  fi
+  require_cluster_tools soak
 fi
 
 # Churn waves hold thousands of connections: soft fd limit up to the hard one.

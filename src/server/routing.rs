@@ -55,20 +55,13 @@ pub(crate) async fn receiver(
             }
             Ok(Located::At { owner, cached }) => (owner, cached),
         };
-        let scheme = state.scheme(req);
         let broken = wrapping_for(req, kind)
             .ok()
             .map(|wrapping| owner_broke_off(req, state, &owner, wrapping));
-        let forwarded = forward::forward(req, None, &owner.node, &owner.address, scheme, broken);
-        let error = match forwarded.await {
-            Ok(response) => {
-                state.metrics.cluster_routed("forwarded");
-                state.owners.put(session_id, owner, Instant::now());
-                return Some(response);
-            }
+        let error = match forward_to(req, state, session_id, &owner, None, broken).await {
+            Ok(response) => return Some(response),
             Err(error) => error,
         };
-        state.owners.forget(session_id);
         match error {
             // A cached owner may be stale: ask Redis.
             _ if cached => continue,
@@ -183,18 +176,10 @@ pub(crate) async fn send(
             Ok(Located::At { owner, cached }) => (owner, cached),
         };
         let bytes = body.read_for_forward(req, state, kind).await?;
-        let scheme = state.scheme(req);
-        let forwarded =
-            forward::forward(req, Some(bytes), &owner.node, &owner.address, scheme, None);
-        let error = match forwarded.await {
-            Ok(response) => {
-                state.metrics.cluster_routed("forwarded");
-                state.owners.put(session_id, owner, Instant::now());
-                return Err(response);
-            }
+        let error = match forward_to(req, state, session_id, &owner, Some(bytes), None).await {
+            Ok(response) => return Err(response),
             Err(error) => error,
         };
-        state.owners.forget(session_id);
         match error {
             // The owner may have taken it: never sent twice.
             ForwardError::Failed(error) => return Err(unanswered(req, state, &owner.node, &error)),
@@ -221,6 +206,28 @@ pub(crate) async fn send(
         }
     }
     Err(unavailable(req, state))
+}
+
+/// Forwards the request to `owner`: remembered for the session's next
+/// requests if it answered, forgotten if not.
+async fn forward_to(
+    req: &HttpRequest,
+    state: &ServiceState,
+    session_id: &str,
+    owner: &Owner,
+    body: Option<Bytes>,
+    broken: Option<BrokenEnding>,
+) -> Result<HttpResponse, ForwardError> {
+    let scheme = state.scheme(req);
+    let forwarded = forward::forward(req, body, &owner.node, &owner.address, scheme, broken).await;
+    match &forwarded {
+        Ok(_) => {
+            state.metrics.cluster_routed("forwarded");
+            state.owners.put(session_id, owner.clone(), Instant::now());
+        }
+        Err(_) => state.owners.forget(session_id),
+    }
+    forwarded
 }
 
 enum Here {
