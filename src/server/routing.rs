@@ -77,12 +77,7 @@ pub(crate) async fn receiver(
                 last_failure = Some((owner.node, error));
             }
             ForwardError::Unreachable(error) => {
-                log::debug!(
-                    "{}: owner {} at {} unreachable: {error}",
-                    req.path(),
-                    owner.node,
-                    owner.address
-                );
+                log_unreachable(req, &owner, &error);
                 match cluster
                     .take_over(&state.prefix, session_id, &owner.node)
                     .await
@@ -186,12 +181,7 @@ pub(crate) async fn send(
             // Not delivered: a cached owner may be stale, ask Redis.
             ForwardError::Unreachable(_) if cached => continue,
             ForwardError::Unreachable(error) => {
-                log::debug!(
-                    "{}: owner {} at {} unreachable: {error}",
-                    req.path(),
-                    owner.node,
-                    owner.address
-                );
+                log_unreachable(req, &owner, &error);
                 // Whoever holds the record now, the session this send was
                 // for is gone with its owner.
                 if let Ok(true) = cluster
@@ -228,6 +218,15 @@ async fn forward_to(
         Err(_) => state.owners.forget(session_id),
     }
     forwarded
+}
+
+fn log_unreachable(req: &HttpRequest, owner: &Owner, error: &str) {
+    log::debug!(
+        "{}: owner {} at {} unreachable: {error}",
+        req.path(),
+        owner.node,
+        owner.address
+    );
 }
 
 enum Here {
