@@ -191,6 +191,18 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "the overflow policy is `close` or `drop-oldest`",
         ),
         (
+            "relay key on another kind",
+            "[[service]]\nprefix = \"/a\"\nkind = \"echo\"\nca = \"ca.pem\"\n",
+            4,
+            "`ca` is only for kind = \"relay\"",
+        ),
+        (
+            "zero connect timeout",
+            "[[service]]\nprefix = \"/app\"\nkind = \"relay\"\nupstream = \"ws://127.0.0.1:9/\"\nconnect_timeout = \"0s\"\n",
+            5,
+            "a timeout must be above zero",
+        ),
+        (
             "relay without upstream",
             "[[service]]\nprefix = \"/app\"\nkind = \"relay\"\n",
             3,

@@ -479,4 +479,42 @@ fn bad_relay_flags_are_refused_at_start() {
         let log = support::expect_start_refused(&["--relay", flag]);
         assert!(log.contains(reason), "--relay {flag}: {log}");
     }
+    let twice = support::expect_start_refused(&[
+        "--relay",
+        "/app=ws://127.0.0.1:1/",
+        "--relay",
+        "/app=ws://127.0.0.1:2/",
+    ]);
+    assert!(
+        twice.contains("the prefix `/app` is given twice"),
+        "{twice}"
+    );
+    let zero = support::expect_start_refused(&["--relay-connect-timeout", "0s"]);
+    assert!(zero.contains("a timeout must be above zero"), "{zero}");
+}
+
+/// An upstream that takes the TCP connection and never answers the
+/// handshake: the session is closed once `--relay-connect-timeout` passes.
+#[test]
+fn the_relay_connect_timeout_bounds_a_silent_upstream() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let server = Server::start_with(&[
+        "--relay",
+        &format!("/silent=ws://127.0.0.1:{port}/"),
+        "--relay-connect-timeout",
+        "300ms",
+    ]);
+    let id = server.open_xhr_session("/silent");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        server.poll("/silent", &id),
+        close_frame(4502, "Upstream unavailable")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}, the default timeout is 10 s",
+        started.elapsed()
+    );
+    drop(silent);
 }

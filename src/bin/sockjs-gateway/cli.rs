@@ -13,7 +13,7 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 use crate::settings::{RelaySpec, ServiceOptions};
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_upstream,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_timeout, parse_upstream,
 };
 
 /// A SockJS server and gateway. With no flags it serves the conventional
@@ -121,9 +121,15 @@ pub struct Cli {
     pub relay_forward_headers: Vec<String>,
 
     /// A PEM file of certificate authorities trusted for wss:// upstreams,
-    /// beside the public ones.
+    /// beside the public ones. Replaces the file's `ca`.
     #[arg(long, value_name = "FILE")]
     pub relay_ca: Option<String>,
+
+    /// How long a relay waits for its upstream connection (TCP, TLS and
+    /// handshake) before the session gets 4502 (default 10s). Replaces the
+    /// file's `connect_timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub relay_connect_timeout: Option<Duration>,
 
     /// On SIGTERM or Ctrl-C: how long to let sessions take their close frame
     /// (1001) before the process exits (default 5s).
@@ -186,7 +192,23 @@ fn parse_relay(text: &str) -> Result<RelaySpec, String> {
         upstream: parse_upstream(upstream)?,
         forward_headers: Vec::new(),
         trusted_ca: None,
+        connect_timeout: None,
     })
+}
+
+impl Cli {
+    /// The rules clap cannot see: two `--relay` flags for one prefix.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, relay) in self.relays.iter().enumerate() {
+            if self.relays[..i].iter().any(|r| r.prefix == relay.prefix) {
+                return Err(format!(
+                    "--relay: the prefix `{}` is given twice",
+                    relay.prefix
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

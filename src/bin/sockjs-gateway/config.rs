@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_upstream,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_timeout, parse_upstream,
 };
 
 /// The whole file.
@@ -111,6 +111,8 @@ service_tables! {
         kind: Spanned<Kind>,
         upstream: Option<Spanned<Upstream>>,
         forward_headers: Option<Spanned<Vec<HeaderName>>>,
+        ca: Option<Spanned<PathBuf>>,
+        connect_timeout: Option<Spanned<Timeout>>,
     }
     options {
         #[serde(default, deserialize_with = "duration")]
@@ -172,10 +174,15 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let mut file: ConfigFile = toml::from_str(&text)
         .map_err(|error| refuse(error.span(), error.message().trim_end().to_owned()))?;
     check(&file, &text).map_err(|(span, reason)| refuse(Some(span), reason))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
     if let Some(tls) = &mut file.tls {
-        let dir = path.parent().unwrap_or(Path::new(""));
         tls.cert = dir.join(&tls.cert);
         tls.key = dir.join(&tls.key);
+    }
+    for service in &mut file.services {
+        if let Some(ca) = &mut service.ca {
+            *ca.get_mut() = dir.join(ca.get_ref());
+        }
     }
     Ok(file)
 }
@@ -224,6 +231,18 @@ fn check(file: &ConfigFile, text: &str) -> Result<(), (Range<usize>, String)> {
             }
             _ => {}
         }
+        let relay_only = [
+            ("ca", service.ca.as_ref().map(Spanned::span)),
+            (
+                "connect_timeout",
+                service.connect_timeout.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (key, span) in relay_only {
+            if let Some(span) = span.filter(|_| !is_relay) {
+                return Err((span, format!("`{key}` is only for kind = \"relay\"")));
+            }
+        }
     }
     Ok(())
 }
@@ -251,6 +270,10 @@ pub struct Prefix(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream(pub String);
 
+/// A relay's connect timeout: a duration above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
 /// A validated request header name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderName(pub String);
@@ -264,6 +287,12 @@ impl<'de> Deserialize<'de> for Prefix {
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Text(parse_upstream).deserialize(d).map(Upstream)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Text(parse_timeout).deserialize(d).map(Timeout)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::settings::Settings;
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = cli::Cli::parse();
+    cli.check().unwrap_or_else(|error| refuse_to_start(error));
     let file = match &cli.config {
         Some(path) => config::load(path).unwrap_or_else(|error| refuse_to_start(error)),
         None => config::ConfigFile::default(),

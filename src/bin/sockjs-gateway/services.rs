@@ -48,6 +48,9 @@ fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
     if let Some(ca) = &spec.trusted_ca {
         relay = relay.trust_pem_file(ca)?;
     }
+    if let Some(timeout) = spec.connect_timeout {
+        relay = relay.connect_timeout(timeout);
+    }
     log::info!("relay {} -> {}", spec.prefix, relay.upstream());
     Ok(relay.service(&spec.prefix, options))
 }

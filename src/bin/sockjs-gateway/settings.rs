@@ -64,6 +64,8 @@ pub struct RelaySpec {
     pub forward_headers: Vec<String>,
     /// A PEM file of extra certificate authorities for `wss://`.
     pub trusted_ca: Option<String>,
+    /// How long to wait for the upstream connection (default: the library's).
+    pub connect_timeout: Option<Duration>,
 }
 
 impl ServiceSettings {
@@ -165,7 +167,12 @@ fn declared_services(cli: &Cli, file: &ConfigFile) -> Vec<Declared> {
             if let Some(headers) = given(&cli.relay_forward_headers) {
                 spec.forward_headers = headers;
             }
-            spec.trusted_ca = cli.relay_ca.clone();
+            if let Some(ca) = &cli.relay_ca {
+                spec.trusted_ca = Some(ca.clone());
+            }
+            if let Some(timeout) = cli.relay_connect_timeout {
+                spec.connect_timeout = Some(timeout);
+            }
         }
     }
     services
@@ -191,7 +198,11 @@ fn from_table(table: &ServiceTable) -> Declared {
                 .as_ref()
                 .map(|headers| headers.get_ref().iter().map(|h| h.0.clone()).collect())
                 .unwrap_or_default(),
-            trusted_ca: None,
+            trusted_ca: table
+                .ca
+                .as_ref()
+                .map(|ca| ca.get_ref().to_string_lossy().into_owned()),
+            connect_timeout: table.connect_timeout.as_ref().map(|t| t.get_ref().0),
         }),
         Kind::Echo => local(prefix, Handler::Echo),
         Kind::Close => local(prefix, Handler::Close),
@@ -326,6 +337,8 @@ mod tests {
         kind = "relay"
         upstream = "tcp://127.0.0.1:7000"
         forward_headers = ["Cookie"]
+        ca = "/etc/ssl/internal.pem"
+        connect_timeout = "3s"
     "#;
 
     #[test]
@@ -379,6 +392,23 @@ mod tests {
         };
         assert_eq!(app.upstream, "tcp://127.0.0.1:7000");
         assert_eq!(app.forward_headers, ["cookie"]);
+        assert_eq!(app.trusted_ca.as_deref(), Some("/etc/ssl/internal.pem"));
+        assert_eq!(app.connect_timeout, Some(Duration::from_secs(3)));
+
+        let flags = resolve(
+            &[
+                "--relay-ca",
+                "/other.pem",
+                "--relay-connect-timeout",
+                "500ms",
+            ],
+            FILE,
+        );
+        let ServiceKind::Relay(app) = &service(&flags, "/app").kind else {
+            panic!("/app is a relay");
+        };
+        assert_eq!(app.trusted_ca.as_deref(), Some("/other.pem"));
+        assert_eq!(app.connect_timeout, Some(Duration::from_millis(500)));
 
         let settings = resolve(
             &[

@@ -25,6 +25,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// A timeout: a duration above zero (a zero timeout would refuse everything).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("`{text}`: a timeout must be above zero")),
+        timeout => Ok(timeout),
+    }
+}
+
 pub fn parse_overflow(text: &str) -> Result<Overflow, String> {
     match text {
         "close" => Ok(Overflow::Close),
@@ -165,6 +173,14 @@ mod tests {
         assert!(parse_advertise("10.0.0.5:0").is_err());
         assert!(parse_advertise(":8081").is_err());
         assert!(parse_advertise("http://h:1/x").is_err());
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("later").is_err());
     }
 
     #[test]
