@@ -321,6 +321,52 @@ fn a_node_on_a_dead_owner_s_address_is_not_the_owner() {
     assert_eq!(successor.poll_messages("/echo", &fresh, 1), ["new"]);
 }
 
+/// A node that stops (SIGSTOP: its sockets stay open, nothing answers) is
+/// found out like a dead one: a receiver streaming from it through a live
+/// node ends with 4503 once a heartbeat is overdue, and a new receiver gets
+/// 4503 once the stopped node's answer is overdue and its lease gone.
+#[test]
+fn a_stopped_owner_does_not_hold_its_clients() {
+    let redis = Redis::start();
+    let flags = ["--heartbeat-delay", "1s", "--disconnect-delay", "30s"];
+    let owner = node(&redis, &flags);
+    let relay = node(&redis, &flags);
+    let streamed = owner.open_xhr_session("/echo");
+    let polled = owner.open_xhr_session("/echo");
+    let mut stream = xhr_streaming(relay.port, "/echo", &streamed);
+    stream.expect_prelude();
+    assert_eq!(
+        stream.next_frame(),
+        Frame::Heartbeat,
+        "the owner's heartbeat"
+    );
+    signal(&owner, "STOP");
+    let stopped = Instant::now();
+    let lost = close_frame(4503, "Session owner lost");
+    let mut frame = stream.next_frame();
+    while frame == Frame::Heartbeat {
+        frame = stream.next_frame();
+    }
+    assert_eq!(frame, lost);
+    stream.expect_end();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(relay.poll("/echo", &polled), lost);
+    assert!(stopped.elapsed() < NODE_LEASE + Duration::from_secs(10));
+    signal(&owner, "CONT");
+}
+
+fn signal(server: &Server, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
 /// A node remembers for a moment where the sessions it forwarded to live.
 /// When such a session has ended on its owner, the owner refuses the
 /// forward (421) and the node asks Redis again: a send then finds no

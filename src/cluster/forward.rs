@@ -50,16 +50,30 @@ pub(crate) enum ForwardError {
 /// through, the last bytes to send instead of a truncated response.
 pub(crate) type BrokenEnding = Box<dyn FnOnce(bool) -> LocalBoxFuture<'static, Bytes>>;
 
-/// Sends `req` (with `body`, if any) to the owner `owner_id`
-/// at `address` and gives back its response, body streaming; a streamed
-/// body that breaks ends with `broken`, if given.
+/// What forwarding a receiver needs beyond a plain forward: an owner that
+/// stops answering (hung, or stopped) must not hold its client forever.
+pub(crate) struct ReceiverForward {
+    /// How the body ends if the owner's stream breaks off or falls silent.
+    pub ending: BrokenEnding,
+    /// The longest silence of a live owner's stream, which sends heartbeats;
+    /// `None` when heartbeats are off.
+    pub silence: Option<Duration>,
+}
+
+/// An owner answers a receiver's head at once (its body is what waits).
+const RECEIVER_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `req` (with `body`, if any) to the owner `owner_id` at `address`
+/// and gives back its response, body streaming; a receiver's head must come
+/// within [`RECEIVER_HEAD_TIMEOUT`] and its body ends as `receiver` says if
+/// it breaks off.
 pub(crate) async fn forward(
     req: &HttpRequest,
     body: Option<Bytes>,
     owner_id: &str,
     address: &str,
     scheme: &str,
-    broken: Option<BrokenEnding>,
+    receiver: Option<ReceiverForward>,
 ) -> Result<HttpResponse, ForwardError> {
     let path = req
         .uri()
@@ -79,9 +93,22 @@ pub(crate) async fn forward(
     if let Ok(owner) = HeaderValue::from_str(owner_id) {
         headers.insert(HeaderName::from_static(FORWARDED_HEADER), owner);
     }
-    let sent = match body {
-        Some(body) if *req.method() != Method::GET => request.send_body(body).await,
-        _ => request.send().await,
+    let sending = async {
+        match body {
+            Some(body) if *req.method() != Method::GET => request.send_body(body).await,
+            _ => request.send().await,
+        }
+    };
+    let sent = match &receiver {
+        None => sending.await,
+        Some(_) => match tokio::time::timeout(RECEIVER_HEAD_TIMEOUT, sending).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                return Err(ForwardError::Failed(format!(
+                    "no answer within {RECEIVER_HEAD_TIMEOUT:?}"
+                )))
+            }
+        },
     };
     let mut upstream = sent.map_err(|error| match error {
         SendRequestError::Connect(e) => ForwardError::Unreachable(e.to_string()),
@@ -111,8 +138,8 @@ pub(crate) async fn forward(
             .map_err(|e| ForwardError::Failed(e.to_string()))?;
         return Ok(response.body(body));
     }
-    let mut response = match broken {
-        Some(ending) => response.streaming(ended_on_break(upstream, ending)),
+    let mut response = match receiver {
+        Some(receiver) => response.streaming(ended_on_break(upstream, receiver)),
         None => response.streaming(upstream),
     };
     if req.version() < Version::HTTP_11 {
@@ -126,27 +153,38 @@ pub(crate) async fn forward(
 
 /// The owner's receiver body as it comes, less its [`CLEAN_END`] mark; if
 /// it ends without that mark (awc reports a connection closed mid-body as
-/// an end, too), `ending`'s bytes and the end.
+/// an end, too) or falls silent for longer than a live owner would, the
+/// ending's bytes and the end.
 fn ended_on_break(
     upstream: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
-    ending: BrokenEnding,
+    receiver: ReceiverForward,
 ) -> impl Stream<Item = Result<Bytes, PayloadError>> {
     struct Relaying<S> {
         upstream: S,
-        ending: BrokenEnding,
+        receiver: ReceiverForward,
         received: bool,
         clean: bool,
     }
     let start = Relaying {
         upstream,
-        ending,
+        receiver,
         received: false,
         clean: false,
     };
     futures::stream::unfold(Some(start), |state| async move {
         let mut state = state?;
         loop {
-            match state.upstream.next().await {
+            let next = match state.receiver.silence {
+                None => state.upstream.next().await,
+                Some(silence) => match tokio::time::timeout(silence, state.upstream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        log::debug!("forwarded body silent for {silence:?}");
+                        None
+                    }
+                },
+            };
+            match next {
                 Some(Ok(mut chunk)) => {
                     state.clean = chunk.ends_with(CLEAN_END);
                     if state.clean {
@@ -162,7 +200,7 @@ fn ended_on_break(
                 None if state.clean => return None,
                 None => {}
             }
-            let tail = (state.ending)(state.received).await;
+            let tail = (state.receiver.ending)(state.received).await;
             return Some((Ok(tail), None));
         }
     })

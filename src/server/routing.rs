@@ -3,7 +3,7 @@
 //! a registry miss: a session's requests that reach its owner cost nothing.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -13,7 +13,7 @@ use super::receiver::wrapping_for;
 use super::send::{self, SendBody};
 use super::{text_response, ServiceState};
 use crate::cluster::directory::Route;
-use crate::cluster::forward::{self, BrokenEnding, ForwardError};
+use crate::cluster::forward::{self, BrokenEnding, ForwardError, ReceiverForward};
 use crate::cluster::owners::Owner;
 use crate::cluster::{Cluster, Unavailable, FORWARDED_HEADER, MISDIRECTED, OWNER_LOST};
 use crate::protocol::frame::Frame;
@@ -55,10 +55,13 @@ pub(crate) async fn receiver(
             }
             Ok(Located::At { owner, cached }) => (owner, cached),
         };
-        let broken = wrapping_for(req, kind)
+        let receiver = wrapping_for(req, kind)
             .ok()
-            .map(|wrapping| owner_broke_off(req, state, &owner, wrapping));
-        let error = match forward_to(req, state, session_id, &owner, None, broken).await {
+            .map(|wrapping| ReceiverForward {
+                ending: owner_broke_off(req, state, &owner, wrapping),
+                silence: owner_silence(state),
+            });
+        let error = match forward_to(req, state, session_id, &owner, None, receiver).await {
             Ok(response) => return Some(response),
             Err(error) => error,
         };
@@ -98,6 +101,14 @@ pub(crate) async fn receiver(
         Some((node, error)) => unanswered(req, state, &node, &error),
         None => unavailable(req, state),
     })
+}
+
+/// How long a live owner's receiver stream can be silent: it sends a
+/// heartbeat every `heartbeat_delay`. Twice that and a second: past it the
+/// owner is hung or stopped.
+fn owner_silence(state: &ServiceState) -> Option<Duration> {
+    let heartbeat = state.options.heartbeat_delay;
+    (!heartbeat.is_zero()).then(|| heartbeat * 2 + Duration::from_secs(1))
 }
 
 /// How a receiver forwarded to `node` ends if the owner's stream breaks
@@ -206,10 +217,11 @@ async fn forward_to(
     session_id: &str,
     owner: &Owner,
     body: Option<Bytes>,
-    broken: Option<BrokenEnding>,
+    receiver: Option<ReceiverForward>,
 ) -> Result<HttpResponse, ForwardError> {
     let scheme = state.scheme(req);
-    let forwarded = forward::forward(req, body, &owner.node, &owner.address, scheme, broken).await;
+    let forwarded =
+        forward::forward(req, body, &owner.node, &owner.address, scheme, receiver).await;
     match &forwarded {
         Ok(_) => {
             state.metrics.cluster_routed("forwarded");
