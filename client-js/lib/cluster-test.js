@@ -212,7 +212,11 @@ async function failover(t) {
       wsOn.push(await procs.scrapeMetric(n.metricsPort, 'sockjs_sessions_open', { service: '/echo', transport: 'websocket' }));
     }
     const owned = nodes.map((n) => opened.sessions.filter((s) => s.owner === n.address).length);
-    let victim = owned.indexOf(Math.max(...owned));
+    // The node owning most HTTP sessions among those holding a WebSocket
+    // session too, so both kinds of loss are checked.
+    const candidates = nodes.map((n, i) => i).filter((i) => wsOn[i] > 0 && owned[i] > 0);
+    const pool = candidates.length ? candidates : nodes.map((n, i) => i);
+    const victim = pool.reduce((best, i) => (owned[i] > owned[best] ? i : best), pool[0]);
     if (owned.filter((c, i) => i !== victim && c > 0).length === 0) {
       throw new Error(`the held HTTP sessions all landed on one node (${owned.join('/')}): nothing to compare`);
     }
