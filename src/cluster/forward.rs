@@ -115,9 +115,10 @@ pub(crate) async fn forward(
         other => ForwardError::Failed(other.to_string()),
     })?;
     if upstream.status() == StatusCode::MISDIRECTED_REQUEST {
-        // Another process took the owner's address: the owner is gone.
+        // The node there does not hold the session: another process took
+        // the owner's address, or the session ended. Not delivered either way.
         return Err(ForwardError::Unreachable(format!(
-            "{address} is no longer node {owner_id}"
+            "{address} (node {owner_id}) does not hold the session"
         )));
     }
     let mut response = HttpResponse::build(upstream.status());

@@ -63,7 +63,6 @@ impl Redis {
     }
 
     /// The value of a string key, if it exists.
-    #[allow(dead_code)]
     pub fn get(&self, key: &str) -> Option<String> {
         let mut reader = self.send(&["GET", key]).expect("redis GET");
         let mut line = String::new();
