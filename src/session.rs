@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::admission::SessionData;
 use crate::protocol::session::{CloseReason, InboundEvent, SendError};
-use crate::server::shared::{wait_for, SharedSession};
+use crate::server::shared::{LockedSession, SharedSession};
+use crate::server::waiting::{Event, ToWake};
 
 /// One client connection, whatever transport carries it. Cheap to clone:
 /// clones are handles to the same session (keep one in a broadcast list, say).
@@ -21,15 +22,16 @@ impl Session {
     /// The next message from the client, or `None` once the session is
     /// closed and every message received before the close has been taken.
     pub async fn recv(&self) -> Option<String> {
-        let event = wait_for(&self.shared.to_application, || {
-            self.shared.core.lock().take_inbound()
-        })
-        .await;
+        let (event, to_wake) = self
+            .shared
+            .wait_for(Event::Inbound, |core| {
+                let event = core.take_inbound()?;
+                Some((event, core.waiters.happened(Event::InboundRoom)))
+            })
+            .await;
+        to_wake.wake();
         match event {
-            InboundEvent::Message(message) => {
-                self.shared.inbound_room.notify_waiters();
-                Some(message)
-            }
+            InboundEvent::Message(message) => Some(message),
             InboundEvent::Closed(_) => None,
         }
     }
@@ -38,38 +40,30 @@ impl Session {
     /// Messages queue, in order, while no receiver is attached.
     pub async fn send(&self, message: impl Into<String>) -> Result<(), SendError> {
         let mut message = Some(message.into());
-        wait_for(&self.shared.outgoing_room, || self.offer(&mut message)).await
+        let offered = self
+            .shared
+            .wait_for(Event::OutgoingRoom, |core| offer(core, &mut message))
+            .await;
+        self.sent(offered)
     }
 
     /// Sends a message if the outgoing queue has room now; never waits.
     pub fn try_send(&self, message: impl Into<String>) -> Result<(), SendError> {
         let mut message = Some(message.into());
-        self.offer(&mut message).unwrap_or(Err(SendError::Full))
+        let offered = offer(&mut self.shared.core.lock(), &mut message);
+        match offered {
+            Some(offered) => self.sent(offered),
+            None => Err(SendError::Full),
+        }
     }
 
-    /// Queues `message` unless the queue is full (`None`: it is kept).
-    fn offer(&self, message: &mut Option<String>) -> Option<Result<(), SendError>> {
-        let mut core = self.shared.core.lock();
-        let len = message.as_ref().map_or(0, String::len);
-        let dropped_before = core.dropped_messages();
-        let result = match core.check_outgoing_room(len) {
-            Err(SendError::Full) => return None,
-            Err(error) => Err(error),
-            Ok(()) => core.send(message.take()?, Instant::now()),
-        };
-        let dropped = core.dropped_messages() - dropped_before;
-        let wake_timer = core.take_deadline_moved_earlier();
-        drop(core);
-        if result.is_ok() {
-            self.shared.to_receiver.notify_one();
+    /// After an offer, outside the lock: wakes whom it concerns.
+    fn sent(&self, offered: Offered) -> Result<(), SendError> {
+        offered.to_wake.wake();
+        if offered.dropped > 0 {
+            self.shared.metrics.dropped.inc_by(offered.dropped);
         }
-        if wake_timer {
-            self.shared.to_timer.notify_one();
-        }
-        if dropped > 0 {
-            self.shared.metrics.dropped.inc_by(dropped);
-        }
-        Some(result)
+        offered.result
     }
 
     /// Closes the session: queued messages still go out, then the client
@@ -85,7 +79,9 @@ impl Session {
 
     /// Waits until the session is closed and returns why.
     pub async fn closed(&self) -> CloseReason {
-        wait_for(&self.shared.to_application, || self.close_reason()).await
+        self.shared
+            .wait_for(Event::Inbound, |core| core.close_reason().cloned())
+            .await
     }
 
     /// What the service's admission check attached to this session, if it
@@ -103,6 +99,37 @@ impl Session {
     pub fn id(&self) -> ConnectionId {
         ConnectionId(self.shared.connection_id)
     }
+}
+
+/// What an offer to the outgoing queue did.
+struct Offered {
+    result: Result<(), SendError>,
+    to_wake: ToWake,
+    dropped: u64,
+}
+
+/// Queues `message` unless the queue is full (`None`: it is kept).
+fn offer(core: &mut LockedSession, message: &mut Option<String>) -> Option<Offered> {
+    let len = message.as_ref().map_or(0, String::len);
+    let dropped_before = core.dropped_messages();
+    let result = match core.check_outgoing_room(len) {
+        Err(SendError::Full) => return None,
+        Err(error) => Err(error),
+        Ok(()) => core.send(message.take()?, Instant::now()),
+    };
+    let dropped = core.dropped_messages() - dropped_before;
+    let mut to_wake = ToWake::default();
+    if result.is_ok() {
+        to_wake = core.waiters.happened(Event::Frames);
+    }
+    if core.take_deadline_moved_earlier() {
+        to_wake = to_wake.and(core.waiters.happened(Event::Deadline));
+    }
+    Some(Offered {
+        result,
+        to_wake,
+        dropped,
+    })
 }
 
 impl fmt::Debug for Session {

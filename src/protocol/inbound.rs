@@ -217,23 +217,20 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<String, InboundError> {
         self.eat(b'"')?;
         let mut out = String::new();
-        let mut plain_from = self.pos;
         loop {
-            let b = self.peek().ok_or(InboundError::BrokenJson)?;
-            match b {
-                b'"' => {
-                    out.push_str(&self.text[plain_from..self.pos]);
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                b'\\' => {
-                    out.push_str(&self.text[plain_from..self.pos]);
-                    self.pos += 1;
-                    self.escape(&mut out)?;
-                    plain_from = self.pos;
-                }
-                0x00..=0x1f => return Err(InboundError::BrokenJson),
-                _ => self.pos += 1,
+            // Plain text runs up to a quote, a backslash or a control
+            // character, and is copied in one go.
+            let rest = &self.bytes()[self.pos..];
+            let run = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .ok_or(InboundError::BrokenJson)?;
+            out.push_str(&self.text[self.pos..self.pos + run]);
+            self.pos += run + 1;
+            match rest[run] {
+                b'"' => return Ok(out),
+                b'\\' => self.escape(&mut out)?,
+                _ => return Err(InboundError::BrokenJson),
             }
         }
     }

@@ -8,6 +8,7 @@ pub(crate) mod registry;
 mod routing;
 mod send;
 pub(crate) mod shared;
+pub(crate) mod waiting;
 mod websocket;
 
 use std::collections::HashMap;

@@ -10,7 +10,8 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
 
-use super::shared::{wait_for, SharedSession};
+use super::shared::SharedSession;
+use super::waiting::{Event, ToWake};
 use super::{headers, text_response, ServiceState};
 use crate::cluster::{CLEAN_END, FORWARDED_HEADER};
 use crate::protocol::frame::Frame;
@@ -65,7 +66,7 @@ pub async fn respond(
     let source = match attach {
         Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
-            shared.to_timer.notify_one();
+            shared.notify(Event::Deadline);
             Source::Session(AttachedReceiver {
                 shared,
                 id,
@@ -190,18 +191,24 @@ impl AttachedReceiver {
         }
         let shared = self.shared.clone();
         let id = self.id;
-        let delivery = wait_for(&shared.to_receiver, || {
-            shared.core.lock().poll_delivery(id, Instant::now())
-        })
-        .await;
+        let (delivery, to_wake) = shared
+            .wait_for(Event::Frames, |core| {
+                let delivery = core.poll_delivery(id, Instant::now())?;
+                let mut to_wake = ToWake::default();
+                if matches!(delivery.frame, Frame::Messages(_)) {
+                    to_wake = core.waiters.happened(Event::OutgoingRoom);
+                }
+                if delivery.end {
+                    to_wake = to_wake.and(core.waiters.happened(Event::Deadline));
+                }
+                Some((delivery, to_wake))
+            })
+            .await;
+        to_wake.wake();
         if let Frame::Messages(messages) = &delivery.frame {
             shared.metrics.messages_out(messages);
-            shared.outgoing_room.notify_waiters();
         }
-        if delivery.end {
-            self.ended = true;
-            shared.to_timer.notify_one();
-        }
+        self.ended = delivery.end;
         Some(delivery.frame)
     }
 }

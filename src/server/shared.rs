@@ -2,6 +2,7 @@
 //! and its timer, with the wake-ups that connect them.
 
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,31 +11,41 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
+use super::waiting::{Event, ToWake, Waiters};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::session::{Session as ProtocolSession, SessionConfig, TimeoutOutcome};
 use crate::session::Peer;
 
 pub(crate) struct SharedSession {
-    pub core: Mutex<ProtocolSession>,
-    /// Frames may be ready for the attached receiver. Woken with `notify_one`:
-    /// there is at most one receiver, and a permit kept while it is busy
-    /// means it never misses a frame.
-    pub to_receiver: Notify,
-    /// Inbound messages or the close may be ready for the application.
-    pub to_application: Notify,
-    /// The outgoing queue drained or the session closed.
-    pub outgoing_room: Notify,
-    /// The application took inbound messages or the session closed.
-    pub inbound_room: Notify,
-    /// A deadline may have moved earlier (`notify_one`, like `to_receiver`).
-    pub to_timer: Notify,
+    /// The protocol session and who waits on it, under one lock.
+    pub core: Mutex<LockedSession>,
     pub peer: Peer,
     pub connection_id: u64,
     /// What later requests must match (`Options::bind_session`).
     pub bound_to: Option<BindingKey>,
     pub metrics: Arc<ServiceMetrics>,
+}
+
+/// What the session lock guards: the protocol session (its methods are
+/// reached through `Deref`) and its waiters.
+pub(crate) struct LockedSession {
+    protocol: ProtocolSession,
+    pub waiters: Waiters,
+}
+
+impl Deref for LockedSession {
+    type Target = ProtocolSession;
+
+    fn deref(&self) -> &ProtocolSession {
+        &self.protocol
+    }
+}
+
+impl DerefMut for LockedSession {
+    fn deref_mut(&mut self) -> &mut ProtocolSession {
+        &mut self.protocol
+    }
 }
 
 /// What a session's first request came with, when sessions are bound.
@@ -54,12 +65,10 @@ impl SharedSession {
         metrics: Arc<ServiceMetrics>,
     ) -> Arc<Self> {
         Arc::new(SharedSession {
-            core: Mutex::new(ProtocolSession::new(config, Instant::now())),
-            to_receiver: Notify::new(),
-            to_application: Notify::new(),
-            outgoing_room: Notify::new(),
-            inbound_room: Notify::new(),
-            to_timer: Notify::new(),
+            core: Mutex::new(LockedSession {
+                protocol: ProtocolSession::new(config, Instant::now()),
+                waiters: Waiters::default(),
+            }),
             peer,
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             bound_to,
@@ -67,41 +76,73 @@ impl SharedSession {
         })
     }
 
+    /// Wakes whoever waits for `event`.
+    pub fn notify(&self, event: Event) {
+        let to_wake = self.core.lock().waiters.happened(event);
+        to_wake.wake();
+    }
+
     /// Wakes everyone after a change that may concern all of them (a close,
     /// a receiver coming or going).
     pub fn wake_all(&self) {
-        self.to_receiver.notify_one();
-        self.to_application.notify_waiters();
-        self.outgoing_room.notify_waiters();
-        self.inbound_room.notify_waiters();
-        self.to_timer.notify_one();
+        let to_wake = self.core.lock().waiters.all_happened();
+        to_wake.wake();
     }
 
     /// Closes the session from the application side.
     pub fn close(&self, code: u16, reason: &str) {
-        if self.core.lock().close(code, reason) {
-            self.wake_all();
+        let mut core = self.core.lock();
+        if core.close(code, reason) {
+            let to_wake = core.waiters.all_happened();
+            drop(core);
+            to_wake.wake();
         }
+    }
+
+    /// Waits until `check`, run under the session lock, returns a value; it
+    /// runs again each time `event` happens.
+    pub fn wait_for<'a, T: 'a>(
+        &'a self,
+        event: Event,
+        mut check: impl FnMut(&mut LockedSession) -> Option<T> + 'a,
+    ) -> impl Future<Output = T> + 'a {
+        std::future::poll_fn(move |cx| {
+            let mut core = self.core.lock();
+            match check(&mut core) {
+                Some(value) => Poll::Ready(value),
+                None => {
+                    core.waiters.register(event, cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    /// Completes once `event` has happened after the count `seen`
+    /// (from `waiters.count(event)`, read when the session was last looked at).
+    pub fn changed(&self, event: Event, seen: u32) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.core.lock().waiters.poll_changed(event, seen, cx))
     }
 
     /// Drives the session's deadlines until it expires; `on_expired` then
     /// removes it from wherever it is registered.
     pub async fn run_timer(self: Arc<Self>, on_expired: impl FnOnce()) {
         loop {
-            let woken = self.to_timer.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let deadline = self.core.lock().poll_timeout(Instant::now());
+            let (deadline, expired, seen) = {
+                let mut core = self.core.lock();
+                let seen = core.waiters.count(Event::Deadline);
+                (core.poll_timeout(Instant::now()), core.is_expired(), seen)
+            };
             match deadline {
                 Some(deadline) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline.into()) => {}
-                        _ = woken => continue,
+                        _ = self.changed(Event::Deadline, seen) => continue,
                     }
                 }
-                None if self.core.lock().is_expired() => break,
+                None if expired => break,
                 None => {
-                    woken.await;
+                    self.changed(Event::Deadline, seen).await;
                     continue;
                 }
             }
@@ -114,31 +155,16 @@ impl SharedSession {
 
     /// Feeds the clock to the session and wakes whoever must act on it.
     pub fn handle_timeout(&self) -> TimeoutOutcome {
-        let outcome = self.core.lock().handle_timeout(Instant::now());
-        match outcome {
-            TimeoutOutcome::Nothing => {}
-            TimeoutOutcome::Heartbeat => self.to_receiver.notify_one(),
-            TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => self.wake_all(),
-        }
+        let mut core = self.core.lock();
+        let outcome = core.handle_timeout(Instant::now());
+        let to_wake = match outcome {
+            TimeoutOutcome::Nothing => ToWake::default(),
+            TimeoutOutcome::Heartbeat => core.waiters.happened(Event::Frames),
+            TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => core.waiters.all_happened(),
+        };
+        drop(core);
+        to_wake.wake();
         outcome
-    }
-}
-
-/// Waits until `check` returns a value, re-checking after each wake-up of
-/// `notify`. The waiter is registered before the second check, so no wake-up
-/// is missed; the first check spares the registration when a value is there.
-pub(crate) async fn wait_for<T>(notify: &Notify, mut check: impl FnMut() -> Option<T>) -> T {
-    if let Some(value) = check() {
-        return value;
-    }
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(value) = check() {
-            return value;
-        }
-        notified.await;
     }
 }
 
@@ -152,8 +178,12 @@ where
 {
     let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
     let first = futures::poll!(run.as_mut());
-    shared.core.lock().handle_application_started();
-    shared.to_receiver.notify_one();
+    let to_wake = {
+        let mut core = shared.core.lock();
+        core.handle_application_started();
+        core.waiters.happened(Event::Frames)
+    };
+    to_wake.wake();
     let result = match first {
         Poll::Ready(result) => result,
         Poll::Pending => run.await,

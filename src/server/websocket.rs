@@ -15,6 +15,7 @@ use futures::FutureExt;
 use tokio::time::Sleep;
 
 use super::shared::SharedSession;
+use super::waiting::{repolled_until_idle, Event, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
 use crate::protocol::session::{
@@ -88,17 +89,15 @@ async fn open(
         .max_frame_size(state.options.max_message_bytes)
         .aggregate_continuations()
         .max_continuation_size(state.options.max_message_bytes);
-    actix_rt::spawn(
-        Connection {
-            shared,
-            id,
-            ws,
-            framing,
-            awaiting_pong: false,
-            _slot: slot,
-        }
-        .run(stream, application),
-    );
+    let connection = Connection {
+        shared,
+        id,
+        ws,
+        framing,
+        awaiting_pong: false,
+        _slot: slot,
+    };
+    actix_rt::spawn(repolled_until_idle(connection.run(stream, application)));
     response
 }
 
@@ -143,27 +142,27 @@ impl Connection {
         mut stream: actix_ws::AggregatedMessageStream,
         application: impl Future<Output = ()>,
     ) {
+        let shared = self.shared.clone();
         let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
         let mut clock = Clock::new();
         let application = application.fuse();
         tokio::pin!(application);
         let end = loop {
-            let shared = self.shared.clone();
-            // Frames ready for this receiver are announced with `notify_one`,
-            // which keeps a permit when nobody waits yet: nothing is missed
-            // between writing and waiting, without a waiter set up per frame.
+            // Counts seen before the session is looked at: whatever happens
+            // from here on ends the wait below.
+            let (frames_seen, room_seen) = {
+                let core = shared.core.lock();
+                (
+                    core.waiters.count(Event::Frames),
+                    core.waiters.count(Event::InboundRoom),
+                )
+            };
             if let Some(end) = self
                 .write_keeping_the_clock(&mut clock, &mut application)
                 .await
             {
                 break end;
             }
-            let room = waiting_inbound.as_ref().map(|_| {
-                let room = shared.inbound_room.notified();
-                let mut room = Box::pin(room);
-                room.as_mut().enable();
-                room
-            });
             if let Some((messages, bytes)) = waiting_inbound.take() {
                 match self.offer_inbound(messages, bytes) {
                     Ok(None) => {}
@@ -174,18 +173,22 @@ impl Connection {
             // A WebSocket session drives its own deadlines: no timer task per connection.
             clock.arm(shared.core.lock().poll_timeout(Instant::now()));
             tokio::select! {
+                biased;
                 _ = &mut application => {}
+                _ = shared.changed(Event::Frames, frames_seen) => {}
                 _ = clock.fired() => {
                     shared.handle_timeout();
                 }
-                _ = shared.to_receiver.notified() => {}
-                _ = async { if let Some(room) = room { room.await } }, if waiting_inbound.is_some() => {}
+                _ = shared.changed(Event::InboundRoom, room_seen), if waiting_inbound.is_some() => {}
                 message = stream.recv(), if waiting_inbound.is_none() => {
                     match self.handle_message(message).await {
                         Ok(None) => {}
                         Ok(Some(kept)) => waiting_inbound = Some(kept),
                         Err(end) => break end,
                     }
+                    // The handler shares this task: it takes what arrived and
+                    // answers now, so the answer goes out in this same pass.
+                    let _ = futures::poll!(application.as_mut());
                 }
             }
         };
@@ -214,14 +217,14 @@ impl Connection {
         let mut give_up_at = None;
         loop {
             // While the write waits, the application may queue more and so
-            // bring the send deadline forward: it says so through `to_timer`.
+            // bring the send deadline forward: it says so with `Event::Deadline`.
             let now = Instant::now();
-            let deadline = {
+            let (deadline, deadline_seen) = {
                 let mut core = shared.core.lock();
                 if core.is_expired() && give_up_at.is_none() {
                     give_up_at = core.send_timeout().map(|timeout| now + timeout);
                 }
-                core.poll_timeout(now)
+                (core.poll_timeout(now), core.waiters.count(Event::Deadline))
             };
             clock.arm(deadline);
             clock.arm(give_up_at);
@@ -238,7 +241,7 @@ impl Connection {
                         return Some(End::Stalled);
                     }
                 }
-                _ = shared.to_timer.notified() => {}
+                _ = shared.changed(Event::Deadline, deadline_seen) => {}
             }
         }
     }
@@ -246,14 +249,18 @@ impl Connection {
     /// Writes every frame the session has ready; `Some` once the loop must stop.
     async fn write_ready_frames(&mut self) -> Option<End> {
         loop {
-            let delivery = self
-                .shared
-                .core
-                .lock()
-                .poll_delivery(self.id, Instant::now())?;
+            let (delivery, to_wake) = {
+                let mut core = self.shared.core.lock();
+                let delivery = core.poll_delivery(self.id, Instant::now())?;
+                let to_wake = match delivery.frame {
+                    Frame::Messages(_) => core.waiters.happened(Event::OutgoingRoom),
+                    _ => ToWake::default(),
+                };
+                (delivery, to_wake)
+            };
+            to_wake.wake();
             if let Frame::Messages(messages) = &delivery.frame {
                 self.shared.metrics.messages_out(messages);
-                self.shared.outgoing_room.notify_waiters();
             }
             let end = delivery.end;
             if let Err(actix_ws::Closed) = self.write(delivery.frame).await {
@@ -367,8 +374,9 @@ impl Connection {
             Ok(()) => {
                 self.shared.metrics.messages_in(&messages);
                 core.handle_inbound(messages);
+                let to_wake = core.waiters.happened(Event::Inbound);
                 drop(core);
-                self.shared.to_application.notify_waiters();
+                to_wake.wake();
                 Ok(None)
             }
             Err(InboundRefusal::Full) => Ok(Some((messages, bytes))),

@@ -1,0 +1,273 @@
+//! Who waits for what on a session, kept under the session's own lock.
+//!
+//! A waiter checks the session and registers its waker under one lock, and
+//! whoever changes the session takes the wakers under that same lock: no
+//! wake-up can fall between the check and the wait, and no second lock is
+//! taken per message (tokio's `Notify` has its own).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+/// What a session's waiters wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Frames may be ready for the attached receiver.
+    Frames,
+    /// Inbound messages or the close may be ready for the application.
+    Inbound,
+    /// The outgoing queue drained or the session closed.
+    OutgoingRoom,
+    /// The application took inbound messages or the session closed.
+    InboundRoom,
+    /// A deadline may have moved earlier.
+    Deadline,
+}
+
+const EVENTS: usize = 5;
+const ALL: [Event; EVENTS] = [
+    Event::Frames,
+    Event::Inbound,
+    Event::OutgoingRoom,
+    Event::InboundRoom,
+    Event::Deadline,
+];
+
+/// More waiters than this on one session (tasks that waited and went away
+/// leave their waker behind) are all woken and forgotten: a waiter that is
+/// still there looks again and registers anew.
+const MAX_EXTRA_WAITERS: usize = 64;
+
+#[derive(Default)]
+pub(crate) struct Waiters {
+    /// How often each event has happened; a waiter that saw the count before
+    /// its check knows whether it missed one.
+    counts: [u32; EVENTS],
+    /// One waiter per event, the common case, without an allocation.
+    first: [Option<Waker>; EVENTS],
+    /// Further waiters (another task waiting for the same event).
+    more: Vec<(Event, Waker)>,
+}
+
+impl Waiters {
+    /// How often `event` has happened so far (wrapping).
+    pub fn count(&self, event: Event) -> u32 {
+        self.counts[event as usize]
+    }
+
+    /// `waker` is woken the next time `event` happens.
+    pub fn register(&mut self, event: Event, waker: &Waker) {
+        let first = &mut self.first[event as usize];
+        match first {
+            None => *first = Some(waker.clone()),
+            Some(known) if known.will_wake(waker) => {}
+            Some(_) => {
+                if self
+                    .more
+                    .iter()
+                    .any(|(e, known)| *e == event && known.will_wake(waker))
+                {
+                    return;
+                }
+                if self.more.len() >= MAX_EXTRA_WAITERS {
+                    for (_, stale) in self.more.drain(..) {
+                        stale.wake();
+                    }
+                }
+                self.more.push((event, waker.clone()));
+            }
+        }
+    }
+
+    /// `event` happened: its waiters, to wake once the lock is released.
+    #[must_use = "the waiters must be woken"]
+    pub fn happened(&mut self, event: Event) -> ToWake {
+        let index = event as usize;
+        self.counts[index] = self.counts[index].wrapping_add(1);
+        let mut to_wake = ToWake {
+            first: self.first[index].take(),
+            more: Vec::new(),
+        };
+        if self.more.iter().any(|(e, _)| *e == event) {
+            let (matching, rest) = std::mem::take(&mut self.more)
+                .into_iter()
+                .partition(|(e, _)| *e == event);
+            self.more = rest;
+            to_wake.more = matching.into_iter().map(|(_, waker)| waker).collect();
+        }
+        to_wake
+    }
+
+    /// Every event happened (a close, a receiver coming or going).
+    #[must_use = "the waiters must be woken"]
+    pub fn all_happened(&mut self) -> ToWake {
+        let mut to_wake = ToWake::default();
+        for event in ALL {
+            let index = event as usize;
+            self.counts[index] = self.counts[index].wrapping_add(1);
+            to_wake.more.extend(self.first[index].take());
+        }
+        to_wake
+            .more
+            .extend(self.more.drain(..).map(|(_, waker)| waker));
+        to_wake
+    }
+
+    /// Ready once `event` happened after the count `seen`; else registers
+    /// the task to be woken when it does.
+    pub fn poll_changed(&mut self, event: Event, seen: u32, cx: &Context<'_>) -> Poll<()> {
+        if self.count(event) != seen {
+            return Poll::Ready(());
+        }
+        self.register(event, cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Wakers taken under the session lock, woken after it is released.
+#[derive(Default)]
+pub(crate) struct ToWake {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl ToWake {
+    /// These wakers and `other`'s.
+    pub fn and(mut self, other: ToWake) -> ToWake {
+        match (&self.first, other.first) {
+            (None, first) => self.first = first,
+            (Some(_), Some(waker)) => self.more.push(waker),
+            (Some(_), None) => {}
+        }
+        self.more.extend(other.more);
+        self
+    }
+
+    pub fn wake(self) {
+        let wake = |waker: Waker| {
+            if !is_being_polled(&waker) {
+                waker.wake();
+            }
+        };
+        if let Some(waker) = self.first {
+            wake(waker);
+        }
+        for waker in self.more {
+            wake(waker);
+        }
+    }
+}
+
+thread_local! {
+    /// The task that [`repolled_until_idle`] is polling on this thread.
+    static BEING_POLLED: RefCell<Option<Waker>> = const { RefCell::new(None) };
+}
+
+fn is_being_polled(waker: &Waker) -> bool {
+    BEING_POLLED.with_borrow(|polled| polled.as_ref().is_some_and(|own| own.will_wake(waker)))
+}
+
+/// Runs `future`, whose every poll looks again at everything it waits for
+/// before it returns pending (a loop around a `select!` over all of it).
+/// Such a future need not be woken by what it does itself: a WebSocket
+/// connection hands a message to its handler, the handler answers, and no
+/// wake-up makes the task run once more for nothing.
+pub(crate) async fn repolled_until_idle<F: Future>(future: F) -> F::Output {
+    /// Forgets the task when its poll ends, even by a panic.
+    struct Polling;
+    impl Drop for Polling {
+        fn drop(&mut self) {
+            BEING_POLLED.with_borrow_mut(|polled| *polled = None);
+        }
+    }
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        BEING_POLLED.with_borrow_mut(|polled| *polled = Some(cx.waker().clone()));
+        let _polling = Polling;
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    fn wakes(counter: &CountingWaker) -> usize {
+        counter.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_waiter_is_woken_once_by_its_event_and_not_by_others() {
+        let mut waiters = Waiters::default();
+        let (counter, w) = waker();
+        waiters.register(Event::Inbound, &w);
+        waiters.register(Event::Inbound, &w);
+        waiters.happened(Event::Frames).wake();
+        assert_eq!(wakes(&counter), 0);
+        waiters.happened(Event::Inbound).wake();
+        assert_eq!(wakes(&counter), 1);
+        waiters.happened(Event::Inbound).wake();
+        assert_eq!(wakes(&counter), 1, "a waker is taken when it is woken");
+    }
+
+    #[test]
+    fn every_task_waiting_for_an_event_is_woken() {
+        let mut waiters = Waiters::default();
+        let (a, wa) = waker();
+        let (b, wb) = waker();
+        let (c, wc) = waker();
+        waiters.register(Event::OutgoingRoom, &wa);
+        waiters.register(Event::OutgoingRoom, &wb);
+        waiters.register(Event::InboundRoom, &wc);
+        waiters.happened(Event::OutgoingRoom).wake();
+        assert_eq!((wakes(&a), wakes(&b), wakes(&c)), (1, 1, 0));
+        waiters.all_happened().wake();
+        assert_eq!((wakes(&a), wakes(&b), wakes(&c)), (1, 1, 1));
+    }
+
+    #[test]
+    fn an_event_after_the_count_seen_is_never_missed() {
+        let mut waiters = Waiters::default();
+        let (_, w) = waker();
+        let cx = Context::from_waker(&w);
+        let seen = waiters.count(Event::Deadline);
+        waiters.happened(Event::Deadline).wake();
+        assert!(waiters.poll_changed(Event::Deadline, seen, &cx).is_ready());
+        let seen = waiters.count(Event::Deadline);
+        assert!(waiters
+            .poll_changed(Event::Deadline, seen, &cx)
+            .is_pending());
+    }
+
+    #[test]
+    fn waiters_left_behind_are_bounded() {
+        let mut waiters = Waiters::default();
+        let counters: Vec<_> = (0..MAX_EXTRA_WAITERS + 2).map(|_| waker()).collect();
+        for (_, w) in &counters {
+            waiters.register(Event::Inbound, w);
+        }
+        assert!(waiters.more.len() <= MAX_EXTRA_WAITERS);
+        let woken_early: usize = counters.iter().map(|(c, _)| wakes(c)).sum();
+        assert_eq!(
+            woken_early, MAX_EXTRA_WAITERS,
+            "the overflow woke them to look again"
+        );
+    }
+}
