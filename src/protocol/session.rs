@@ -216,7 +216,8 @@ pub struct Session {
     heartbeat_due: Option<Instant>,
     heartbeat_pending: bool,
     disconnect_at: Option<Instant>,
-    closure: Option<Closure>,
+    /// Boxed: most sessions are open, and every open one would carry its room.
+    closure: Option<Box<Closure>>,
     expired: bool,
 }
 
@@ -489,7 +490,7 @@ impl Session {
         if self.closure.is_some() {
             return false;
         }
-        self.closure = Some(Closure { reason, frame });
+        self.closure = Some(Box::new(Closure { reason, frame }));
         true
     }
 

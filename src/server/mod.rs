@@ -227,7 +227,7 @@ impl ServiceState {
         SharedSession::new(
             self.session_config.clone(),
             peer,
-            self.binding_key(req),
+            self.binding_key(req).map(Box::new),
             self.metrics.clone(),
         )
     }
@@ -278,7 +278,7 @@ impl ServiceState {
 
     /// Whether `req` may act on `session` (always, unless sessions are bound).
     fn may_use(&self, session: &SharedSession, req: &HttpRequest) -> bool {
-        let allowed = session.bound_to == self.binding_key(req);
+        let allowed = session.bound_to.as_deref() == self.binding_key(req).as_ref();
         if !allowed {
             log::debug!(
                 "{}: request does not match its session's binding",

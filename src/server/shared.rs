@@ -22,8 +22,9 @@ pub(crate) struct SharedSession {
     pub core: Mutex<LockedSession>,
     pub peer: Peer,
     pub connection_id: u64,
-    /// What later requests must match (`Options::bind_session`).
-    pub bound_to: Option<BindingKey>,
+    /// What later requests must match (`Options::bind_session`); boxed,
+    /// as few services bind sessions.
+    pub bound_to: Option<Box<BindingKey>>,
     pub metrics: Arc<ServiceMetrics>,
 }
 
@@ -61,7 +62,7 @@ impl SharedSession {
     pub fn new(
         config: Arc<SessionConfig>,
         peer: Peer,
-        bound_to: Option<BindingKey>,
+        bound_to: Option<Box<BindingKey>>,
         metrics: Arc<ServiceMetrics>,
     ) -> Arc<Self> {
         Arc::new(SharedSession {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
-use futures::future::FusedFuture;
+use futures::future::{Fuse, FusedFuture};
 use futures::FutureExt;
 use tokio::time::Sleep;
 
 use super::shared::SharedSession;
-use super::waiting::{repolled_until_idle, Event, ToWake};
+use super::waiting::{Event, RepolledUntilIdle, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
 use crate::protocol::session::{
@@ -84,7 +84,7 @@ async fn open(
     else {
         unreachable!("a new session always takes its first receiver");
     };
-    let application = state.application(&shared);
+    let application: Pin<Box<dyn Future<Output = ()>>> = Box::pin(state.application(&shared));
     let stream = stream
         .max_frame_size(state.options.max_message_bytes)
         .aggregate_continuations()
@@ -97,7 +97,9 @@ async fn open(
         awaiting_pong: false,
         _slot: slot,
     };
-    actix_rt::spawn(repolled_until_idle(connection.run(stream, application)));
+    actix_rt::spawn(RepolledUntilIdle::new(
+        connection.run(stream, application.fuse()),
+    ));
     response
 }
 
@@ -137,64 +139,69 @@ enum End {
 impl Connection {
     /// Drives the connection, and the application's handler in the same
     /// task: no task switch between a message and the handler that answers it.
-    async fn run(
+    ///
+    /// Not an `async fn`, and its arguments are used where they are captured:
+    /// an `async fn` keeps each argument twice (rust-lang/rust#62958), which
+    /// every idle connection would pay for.
+    #[allow(clippy::manual_async_fn)]
+    fn run(
         mut self,
         mut stream: actix_ws::AggregatedMessageStream,
-        application: impl Future<Output = ()>,
-    ) {
-        let shared = self.shared.clone();
-        let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
-        let mut clock = Clock::new();
-        let application = application.fuse();
-        tokio::pin!(application);
-        let end = loop {
-            // Counts seen before the session is looked at: whatever happens
-            // from here on ends the wait below.
-            let (frames_seen, room_seen) = {
-                let core = shared.core.lock();
-                (
-                    core.waiters.count(Event::Frames),
-                    core.waiters.count(Event::InboundRoom),
-                )
-            };
-            if let Some(end) = self
-                .write_keeping_the_clock(&mut clock, &mut application)
-                .await
-            {
-                break end;
-            }
-            if let Some((messages, bytes)) = waiting_inbound.take() {
-                match self.offer_inbound(messages, bytes) {
-                    Ok(None) => {}
-                    Ok(Some(kept)) => waiting_inbound = Some(kept),
-                    Err(end) => break end,
+        mut application: Fuse<Pin<Box<dyn Future<Output = ()>>>>,
+    ) -> impl Future<Output = ()> {
+        async move {
+            let shared = self.shared.clone();
+            let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
+            let mut clock = Clock::new();
+            let end = loop {
+                // Counts seen before the session is looked at: whatever happens
+                // from here on ends the wait below.
+                let (frames_seen, room_seen) = {
+                    let core = shared.core.lock();
+                    (
+                        core.waiters.count(Event::Frames),
+                        core.waiters.count(Event::InboundRoom),
+                    )
+                };
+                if let Some(end) = self
+                    .write_keeping_the_clock(&mut clock, &mut application)
+                    .await
+                {
+                    break end;
                 }
-            }
-            // A WebSocket session drives its own deadlines: no timer task per connection.
-            clock.arm(shared.core.lock().poll_timeout(Instant::now()));
-            tokio::select! {
-                biased;
-                _ = &mut application => {}
-                _ = shared.changed(Event::Frames, frames_seen) => {}
-                _ = clock.fired() => {
-                    shared.handle_timeout();
-                }
-                _ = shared.changed(Event::InboundRoom, room_seen), if waiting_inbound.is_some() => {}
-                message = stream.recv(), if waiting_inbound.is_none() => {
-                    match self.handle_message(message).await {
+                if let Some((messages, bytes)) = waiting_inbound.take() {
+                    match self.offer_inbound(messages, bytes) {
                         Ok(None) => {}
                         Ok(Some(kept)) => waiting_inbound = Some(kept),
                         Err(end) => break end,
                     }
-                    // The handler shares this task: it takes what arrived and
-                    // answers now, so the answer goes out in this same pass.
-                    let _ = futures::poll!(application.as_mut());
                 }
-            }
-        };
-        self.finish(end).await;
-        // The handler sees the close and ends in its own time.
-        application.await;
+                // A WebSocket session drives its own deadlines: no timer task per connection.
+                clock.arm(shared.core.lock().poll_timeout(Instant::now()));
+                tokio::select! {
+                    biased;
+                    _ = &mut application => {}
+                    _ = shared.changed(Event::Frames, frames_seen) => {}
+                    _ = clock.fired() => {
+                        shared.handle_timeout();
+                    }
+                    _ = shared.changed(Event::InboundRoom, room_seen), if waiting_inbound.is_some() => {}
+                    message = stream.recv(), if waiting_inbound.is_none() => {
+                        match self.handle_message(message).await {
+                            Ok(None) => {}
+                            Ok(Some(kept)) => waiting_inbound = Some(kept),
+                            Err(end) => break end,
+                        }
+                        // The handler shares this task: it takes what arrived and
+                        // answers now, so the answer goes out in this same pass.
+                        let _ = futures::poll!(&mut application);
+                    }
+                }
+            };
+            self.finish(end).await;
+            // The handler sees the close and ends in its own time.
+            application.await;
+        }
     }
 
     /// Writes the ready frames while the session's clock and its handler keep
