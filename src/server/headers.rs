@@ -2,18 +2,39 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
 use actix_web::{HttpRequest, HttpResponseBuilder};
 
-pub const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
+// Header values built once: a `&str` is checked and copied into a new
+// buffer on every response.
+pub static NO_CACHE: HeaderValue =
+    HeaderValue::from_static("no-store, no-cache, no-transform, must-revalidate, max-age=0");
 pub const ONE_YEAR_SECS: u64 = 31_536_000;
-pub const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
-pub const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
-pub const HTML: &str = "text/html; charset=UTF-8";
+pub static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=UTF-8");
+pub static JAVASCRIPT: HeaderValue =
+    HeaderValue::from_static("application/javascript; charset=UTF-8");
+pub static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=UTF-8");
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+static NO: HeaderValue = HeaderValue::from_static("no");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+static TRUE: HeaderValue = HeaderValue::from_static("true");
+static ANY: HeaderValue = HeaderValue::from_static("*");
+static ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+
+/// `X-Accel-Buffering: no`, which tells nginx and similar proxies not to
+/// buffer a streaming response.
+pub fn no_proxy_buffering(builder: &mut HttpResponseBuilder) {
+    builder.insert_header((X_ACCEL_BUFFERING.clone(), NO.clone()));
+}
+
+/// `X-Content-Type-Options: nosniff`.
+pub fn nosniff(builder: &mut HttpResponseBuilder) {
+    builder.insert_header((header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone()));
+}
 
 /// Forbids every cache on the way.
 pub fn no_cache(builder: &mut HttpResponseBuilder) {
-    builder.insert_header((header::CACHE_CONTROL, NO_CACHE));
+    builder.insert_header((header::CACHE_CONTROL, NO_CACHE.clone()));
 }
 
 /// Lets every cache keep the response for a year.
@@ -34,13 +55,13 @@ pub fn cors(builder: &mut HttpResponseBuilder, req: &HttpRequest) {
         Some(origin) => {
             builder
                 .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+                .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE.clone()));
         }
         None => {
-            builder.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+            builder.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY.clone()));
         }
     }
-    builder.insert_header((header::VARY, "Origin"));
+    builder.insert_header((header::VARY, ORIGIN.clone()));
 }
 
 /// `JSESSIONID=VALUE; path=/`, with the request's own value or `dummy`.

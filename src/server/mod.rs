@@ -309,7 +309,7 @@ impl ServiceState {
             );
             let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
             HttpResponse::build(status)
-                .content_type(headers::TEXT_PLAIN)
+                .content_type(headers::TEXT_PLAIN.clone())
                 .body(refusal.text)
         })
     }
@@ -466,6 +466,6 @@ fn not_found(req: &HttpRequest) -> HttpResponse {
 /// A short `text/plain` answer, for errors.
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> HttpResponse {
     HttpResponse::build(status)
-        .content_type(headers::TEXT_PLAIN)
+        .content_type(headers::TEXT_PLAIN.clone())
         .body(text)
 }

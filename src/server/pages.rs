@@ -14,7 +14,7 @@ use crate::protocol::origin::OriginPolicy;
 
 pub fn greeting() -> HttpResponse {
     HttpResponse::Ok()
-        .content_type(headers::TEXT_PLAIN)
+        .content_type(headers::TEXT_PLAIN.clone())
         .body("Welcome to SockJS!\n")
 }
 
@@ -96,7 +96,7 @@ impl IframePage {
                 .finish();
         }
         let mut builder = HttpResponse::Ok();
-        builder.content_type(headers::HTML);
+        builder.content_type(headers::HTML.clone());
         headers::cache_for_a_year(&mut builder);
         if let Some(policy) = &self.frame_ancestors {
             builder.insert_header((header::CONTENT_SECURITY_POLICY, policy.clone()));

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::{header, ConnectionType, StatusCode, Version};
+use actix_web::http::{ConnectionType, StatusCode, Version};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
@@ -137,7 +137,7 @@ fn response_builder(req: &HttpRequest, kind: ReceiverKind) -> HttpResponseBuilde
     headers::no_cache(&mut builder);
     match kind {
         ReceiverKind::XhrPolling | ReceiverKind::XhrStreaming => {
-            builder.content_type(headers::JAVASCRIPT);
+            builder.content_type(headers::JAVASCRIPT.clone());
             headers::cors(&mut builder, req);
         }
         ReceiverKind::EventSource => {
@@ -147,17 +147,15 @@ fn response_builder(req: &HttpRequest, kind: ReceiverKind) -> HttpResponseBuilde
             headers::cors(&mut builder, req);
         }
         ReceiverKind::HtmlFile => {
-            builder.content_type(headers::HTML);
+            builder.content_type(headers::HTML.clone());
         }
         ReceiverKind::JsonpPolling => {
-            builder
-                .content_type(headers::JAVASCRIPT)
-                .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+            builder.content_type(headers::JAVASCRIPT.clone());
+            headers::nosniff(&mut builder);
         }
     }
     if mode(kind) == ReceiverMode::Streaming {
-        // Tells nginx and similar proxies not to buffer this response.
-        builder.insert_header(("X-Accel-Buffering", "no"));
+        headers::no_proxy_buffering(&mut builder);
     }
     builder
 }

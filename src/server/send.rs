@@ -63,7 +63,7 @@ fn answer(req: &HttpRequest, kind: SendKind, result: Result<(), Refusal>) -> Htt
         (Ok(()), SendKind::Jsonp) => HttpResponse::Ok(),
         (Err((status, _)), _) => HttpResponse::build(*status),
     };
-    builder.content_type(headers::TEXT_PLAIN);
+    builder.content_type(headers::TEXT_PLAIN.clone());
     headers::no_cache(&mut builder);
     if kind == SendKind::Xhr {
         headers::cors(&mut builder, req);
