@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use super::word;
+
 /// One SockJS frame, before it is written in a transport's wrapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -145,8 +147,7 @@ fn next_escape(s: &str, mut at: usize) -> Option<(usize, usize, Escape)> {
     let bytes = s.as_bytes();
     while at < bytes.len() {
         // Eight plain ASCII bytes at a time: most text has nothing to escape.
-        if let Some(chunk) = bytes.get(at..at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if let Some(word) = word::at(bytes, at) {
             if !may_need_escaping(word) {
                 at += 8;
                 continue;
@@ -184,17 +185,12 @@ fn next_escape(s: &str, mut at: usize) -> Option<(usize, usize, Escape)> {
 /// copied as it is.
 /// False only when none of the eight bytes in `word` is a control
 /// character, `"`, `\` or part of a non-ASCII character (which may be one
-/// SockJS escapes). Bitwise tests from "Bit Twiddling Hacks"; a true answer
-/// only sends the bytes through the table below.
+/// SockJS escapes): a true answer only sends the bytes through the table below.
 fn may_need_escaping(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let below_0x20 = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
-    word & HIGH != 0
-        || below_0x20
-        || has_zero_byte(word ^ (ONES * u64::from(b'"')))
-        || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+    word::has_non_ascii(word)
+        || word::has_control(word)
+        || word::has_byte(word, b'"')
+        || word::has_byte(word, b'\\')
 }
 
 static NEEDS_A_LOOK: [bool; 256] = {

@@ -7,6 +7,8 @@
 //! refuses. Such a surrogate becomes U+FFFD here, so one odd character never
 //! kills a session.
 
+use super::word;
+
 /// Why a client payload was refused. Each maps to one status and one text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundError {
@@ -221,7 +223,17 @@ impl<'a> Parser<'a> {
             // Plain text runs up to a quote, a backslash or a control
             // character, and is copied in one go.
             let rest = &self.bytes()[self.pos..];
-            let run = rest
+            let mut run = 0;
+            while let Some(word) = word::at(rest, run) {
+                if word::has_byte(word, b'"')
+                    || word::has_byte(word, b'\\')
+                    || word::has_control(word)
+                {
+                    break;
+                }
+                run += 8;
+            }
+            run += rest[run..]
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
                 .ok_or(InboundError::BrokenJson)?;

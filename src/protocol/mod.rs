@@ -8,4 +8,5 @@ pub mod inbound;
 pub mod origin;
 pub mod route;
 pub mod session;
+pub mod word;
 pub mod wrap;
