@@ -22,14 +22,13 @@ impl Session {
     /// The next message from the client, or `None` once the session is
     /// closed and every message received before the close has been taken.
     pub async fn recv(&self) -> Option<String> {
-        let (event, to_wake) = self
+        let event = self
             .shared
             .wait_for(Event::Inbound, |core| {
                 let event = core.take_inbound()?;
                 Some((event, core.waiters.happened(Event::InboundRoom)))
             })
             .await;
-        to_wake.wake();
         match event {
             InboundEvent::Message(message) => Some(message),
             InboundEvent::Closed(_) => None,
@@ -44,22 +43,20 @@ impl Session {
             .shared
             .wait_for(Event::OutgoingRoom, |core| offer(core, &mut message))
             .await;
-        self.sent(offered)
+        self.count_drops(offered)
     }
 
     /// Sends a message if the outgoing queue has room now; never waits.
     pub fn try_send(&self, message: impl Into<String>) -> Result<(), SendError> {
         let mut message = Some(message.into());
-        let offered = offer(&mut self.shared.core.lock(), &mut message);
-        match offered {
-            Some(offered) => self.sent(offered),
-            None => Err(SendError::Full),
-        }
+        let offered = self.shared.change(|core| {
+            let (offered, to_wake) = offer(core, &mut message).unzip();
+            (offered, to_wake.unwrap_or_default())
+        });
+        offered.map_or(Err(SendError::Full), |offered| self.count_drops(offered))
     }
 
-    /// After an offer, outside the lock: wakes whom it concerns.
-    fn sent(&self, offered: Offered) -> Result<(), SendError> {
-        offered.to_wake.wake();
+    fn count_drops(&self, offered: Offered) -> Result<(), SendError> {
         if offered.dropped > 0 {
             self.shared.metrics.dropped.inc_by(offered.dropped);
         }
@@ -80,7 +77,9 @@ impl Session {
     /// Waits until the session is closed and returns why.
     pub async fn closed(&self) -> CloseReason {
         self.shared
-            .wait_for(Event::Inbound, |core| core.close_reason().cloned())
+            .wait_for(Event::Inbound, |core| {
+                Some((core.close_reason().cloned()?, ToWake::default()))
+            })
             .await
     }
 
@@ -104,12 +103,13 @@ impl Session {
 /// What an offer to the outgoing queue did.
 struct Offered {
     result: Result<(), SendError>,
-    to_wake: ToWake,
     dropped: u64,
 }
 
-/// Queues `message` unless the queue is full (`None`: it is kept).
-fn offer(core: &mut LockedSession, message: &mut Option<String>) -> Option<Offered> {
+/// Queues `message` unless the queue is full (`None`: it is kept), with the
+/// waiters that concern: the receiver, and the timer when the send
+/// deadline moved earlier.
+fn offer(core: &mut LockedSession, message: &mut Option<String>) -> Option<(Offered, ToWake)> {
     let len = message.as_ref().map_or(0, String::len);
     let dropped_before = core.dropped_messages();
     let result = match core.check_outgoing_room(len) {
@@ -125,11 +125,7 @@ fn offer(core: &mut LockedSession, message: &mut Option<String>) -> Option<Offer
     if core.take_deadline_moved_earlier() {
         to_wake = to_wake.and(core.waiters.happened(Event::Deadline));
     }
-    Some(Offered {
-        result,
-        to_wake,
-        dropped,
-    })
+    Some((Offered { result, dropped }, to_wake))
 }
 
 impl fmt::Debug for Session {

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
 
 use super::shared::SharedSession;
-use super::waiting::{Event, ToWake};
+use super::waiting::Event;
 use super::{headers, text_response, ServiceState};
 use crate::cluster::{CLEAN_END, FORWARDED_HEADER};
 use crate::protocol::frame::Frame;
@@ -189,20 +189,9 @@ impl AttachedReceiver {
         }
         let shared = self.shared.clone();
         let id = self.id;
-        let (delivery, to_wake) = shared
-            .wait_for(Event::Frames, |core| {
-                let delivery = core.poll_delivery(id, Instant::now())?;
-                let mut to_wake = ToWake::default();
-                if matches!(delivery.frame, Frame::Messages(_)) {
-                    to_wake = core.waiters.happened(Event::OutgoingRoom);
-                }
-                if delivery.end {
-                    to_wake = to_wake.and(core.waiters.happened(Event::Deadline));
-                }
-                Some((delivery, to_wake))
-            })
+        let delivery = shared
+            .wait_for(Event::Frames, |core| core.take_delivery(id, Instant::now()))
             .await;
-        to_wake.wake();
         if let Frame::Messages(messages) = &delivery.frame {
             shared.metrics.messages_out(messages);
         }

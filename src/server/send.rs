@@ -7,7 +7,7 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 
-use super::waiting::Event;
+use super::waiting::{Event, ToWake};
 use super::{headers, ServiceState};
 use crate::protocol::inbound::{self, InboundError};
 use crate::protocol::route::SendKind;
@@ -107,21 +107,20 @@ async fn deliver(
     let mut messages = Some(messages);
     // Waits while the application has not taken earlier messages: the
     // client's next send waits for this answer, so memory stays bounded.
-    let to_wake = shared
+    shared
         .wait_for(Event::InboundRoom, |core| {
             match core.check_inbound_room(bytes) {
                 Ok(()) => {
                     let messages = messages.take().unwrap_or_default();
                     shared.metrics.messages_in(&messages);
                     core.handle_inbound(messages);
-                    Some(Ok(core.waiters.happened(Event::Inbound)))
+                    Some((Ok(()), core.waiters.happened(Event::Inbound)))
                 }
                 Err(InboundRefusal::Full) => None,
-                Err(InboundRefusal::Closed) => Some(Err(SESSION_NOT_FOUND)),
+                Err(InboundRefusal::Closed) => Some((Err(SESSION_NOT_FOUND), ToWake::default())),
             }
         })
         .await?;
-    to_wake.wake();
     Ok(())
 }
 

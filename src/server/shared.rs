@@ -14,7 +14,10 @@ use parking_lot::Mutex;
 
 use super::waiting::{Event, ToWake, Waiters};
 use crate::metrics::ServiceMetrics;
-use crate::protocol::session::{Session as ProtocolSession, SessionConfig, TimeoutOutcome};
+use crate::protocol::frame::Frame;
+use crate::protocol::session::{
+    Delivery, ReceiverId, Session as ProtocolSession, SessionConfig, TimeoutOutcome,
+};
 use crate::session::Peer;
 
 pub(crate) struct SharedSession {
@@ -49,6 +52,24 @@ impl DerefMut for LockedSession {
     }
 }
 
+impl LockedSession {
+    /// The next frame for receiver `id`, with the waiters it concerns: a
+    /// batch of messages makes room in the outgoing queue, and a receiver's
+    /// last frame changes the session's deadlines.
+    #[inline]
+    pub fn take_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<(Delivery, ToWake)> {
+        let delivery = self.protocol.poll_delivery(id, now)?;
+        let mut to_wake = ToWake::default();
+        if matches!(delivery.frame, Frame::Messages(_)) {
+            to_wake = self.waiters.happened(Event::OutgoingRoom);
+        }
+        if delivery.end {
+            to_wake = to_wake.and(self.waiters.happened(Event::Deadline));
+        }
+        Some((delivery, to_wake))
+    }
+}
+
 /// What a session's first request came with, when sessions are bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BindingKey {
@@ -77,40 +98,50 @@ impl SharedSession {
         })
     }
 
+    /// Runs `change` under the session lock, then wakes the waiters it
+    /// names once the lock is released.
+    #[inline]
+    pub fn change<T>(&self, change: impl FnOnce(&mut LockedSession) -> (T, ToWake)) -> T {
+        let (value, to_wake) = change(&mut self.core.lock());
+        to_wake.wake();
+        value
+    }
+
     /// Wakes whoever waits for `event`.
     pub fn notify(&self, event: Event) {
-        let to_wake = self.core.lock().waiters.happened(event);
-        to_wake.wake();
+        self.change(|core| ((), core.waiters.happened(event)));
     }
 
     /// Wakes everyone after a change that may concern all of them (a close,
     /// a receiver coming or going).
     pub fn wake_all(&self) {
-        let to_wake = self.core.lock().waiters.all_happened();
-        to_wake.wake();
+        self.change(|core| ((), core.waiters.all_happened()));
     }
 
     /// Closes the session from the application side.
     pub fn close(&self, code: u16, reason: &str) {
-        let mut core = self.core.lock();
-        if core.close(code, reason) {
-            let to_wake = core.waiters.all_happened();
-            drop(core);
-            to_wake.wake();
-        }
+        self.change(|core| match core.close(code, reason) {
+            true => ((), core.waiters.all_happened()),
+            false => ((), ToWake::default()),
+        });
     }
 
     /// Waits until `check`, run under the session lock, returns a value; it
-    /// runs again each time `event` happens.
+    /// runs again each time `event` happens. The waiters `check` names are
+    /// woken once the lock is released.
     pub fn wait_for<'a, T: 'a>(
         &'a self,
         event: Event,
-        mut check: impl FnMut(&mut LockedSession) -> Option<T> + 'a,
+        mut check: impl FnMut(&mut LockedSession) -> Option<(T, ToWake)> + 'a,
     ) -> impl Future<Output = T> + 'a {
         std::future::poll_fn(move |cx| {
             let mut core = self.core.lock();
             match check(&mut core) {
-                Some(value) => Poll::Ready(value),
+                Some((value, to_wake)) => {
+                    drop(core);
+                    to_wake.wake();
+                    Poll::Ready(value)
+                }
                 None => {
                     core.waiters.register(event, cx.waker());
                     Poll::Pending
@@ -156,16 +187,17 @@ impl SharedSession {
 
     /// Feeds the clock to the session and wakes whoever must act on it.
     pub fn handle_timeout(&self) -> TimeoutOutcome {
-        let mut core = self.core.lock();
-        let outcome = core.handle_timeout(Instant::now());
-        let to_wake = match outcome {
-            TimeoutOutcome::Nothing => ToWake::default(),
-            TimeoutOutcome::Heartbeat => core.waiters.happened(Event::Frames),
-            TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => core.waiters.all_happened(),
-        };
-        drop(core);
-        to_wake.wake();
-        outcome
+        self.change(|core| {
+            let outcome = core.handle_timeout(Instant::now());
+            let to_wake = match outcome {
+                TimeoutOutcome::Nothing => ToWake::default(),
+                TimeoutOutcome::Heartbeat => core.waiters.happened(Event::Frames),
+                TimeoutOutcome::Expired | TimeoutOutcome::SendTimedOut => {
+                    core.waiters.all_happened()
+                }
+            };
+            (outcome, to_wake)
+        })
     }
 }
 
@@ -179,12 +211,10 @@ where
 {
     let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
     let first = futures::poll!(run.as_mut());
-    let to_wake = {
-        let mut core = shared.core.lock();
+    shared.change(|core| {
         core.handle_application_started();
-        core.waiters.happened(Event::Frames)
-    };
-    to_wake.wake();
+        ((), core.waiters.happened(Event::Frames))
+    });
     let result = match first {
         Poll::Ready(result) => result,
         Poll::Pending => run.await,

@@ -170,11 +170,7 @@ impl Connection {
                     break end;
                 }
                 if let Some((messages, bytes)) = waiting_inbound.take() {
-                    match self.offer_inbound(messages, bytes) {
-                        Ok(None) => {}
-                        Ok(Some(kept)) => waiting_inbound = Some(kept),
-                        Err(end) => break end,
-                    }
+                    waiting_inbound = self.offer_inbound(messages, bytes);
                 }
                 // A WebSocket session drives its own deadlines: no timer task per connection.
                 clock.arm(shared.core.lock().poll_timeout(Instant::now()));
@@ -256,16 +252,10 @@ impl Connection {
     /// Writes every frame the session has ready; `Some` once the loop must stop.
     async fn write_ready_frames(&mut self) -> Option<End> {
         loop {
-            let (delivery, to_wake) = {
-                let mut core = self.shared.core.lock();
-                let delivery = core.poll_delivery(self.id, Instant::now())?;
-                let to_wake = match delivery.frame {
-                    Frame::Messages(_) => core.waiters.happened(Event::OutgoingRoom),
-                    _ => ToWake::default(),
-                };
-                (delivery, to_wake)
-            };
-            to_wake.wake();
+            let delivery = self.shared.change(|core| {
+                let (delivery, to_wake) = core.take_delivery(self.id, Instant::now()).unzip();
+                (delivery, to_wake.unwrap_or_default())
+            })?;
             if let Frame::Messages(messages) = &delivery.frame {
                 self.shared.metrics.messages_out(messages);
             }
@@ -367,28 +357,21 @@ impl Connection {
             return Ok(None);
         }
         let bytes = messages.iter().map(String::len).sum();
-        self.offer_inbound(messages, bytes)
+        Ok(self.offer_inbound(messages, bytes))
     }
 
     /// Hands messages to the application, or keeps them while its queue is full.
-    fn offer_inbound(
-        &self,
-        messages: Vec<String>,
-        bytes: usize,
-    ) -> Result<Option<(Vec<String>, usize)>, End> {
-        let mut core = self.shared.core.lock();
-        match core.check_inbound_room(bytes) {
-            Ok(()) => {
-                self.shared.metrics.messages_in(&messages);
-                core.handle_inbound(messages);
-                let to_wake = core.waiters.happened(Event::Inbound);
-                drop(core);
-                to_wake.wake();
-                Ok(None)
-            }
-            Err(InboundRefusal::Full) => Ok(Some((messages, bytes))),
-            Err(InboundRefusal::Closed) => Ok(None),
-        }
+    fn offer_inbound(&self, messages: Vec<String>, bytes: usize) -> Option<(Vec<String>, usize)> {
+        self.shared
+            .change(|core| match core.check_inbound_room(bytes) {
+                Ok(()) => {
+                    self.shared.metrics.messages_in(&messages);
+                    core.handle_inbound(messages);
+                    (None, core.waiters.happened(Event::Inbound))
+                }
+                Err(InboundRefusal::Full) => (Some((messages, bytes)), ToWake::default()),
+                Err(InboundRefusal::Closed) => (None, ToWake::default()),
+            })
     }
 
     async fn finish(self, end: End) {

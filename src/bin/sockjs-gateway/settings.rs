@@ -322,6 +322,13 @@ mod tests {
             .unwrap_or_else(|| panic!("no service {prefix}"))
     }
 
+    fn relay<'a>(settings: &'a Settings, prefix: &str) -> &'a RelaySpec {
+        match &service(settings, prefix).kind {
+            ServiceKind::Relay(spec) => spec,
+            ServiceKind::Local { .. } => panic!("{prefix} is a relay"),
+        }
+    }
+
     const FILE: &str = r#"
         listen = ["127.0.0.1:9000", "127.0.0.1:9001"]
         shutdown_timeout = "2s"
@@ -387,9 +394,7 @@ mod tests {
     #[test]
     fn relays_from_the_file_and_flags() {
         let settings = resolve(&[], FILE);
-        let ServiceKind::Relay(app) = &service(&settings, "/app").kind else {
-            panic!("/app is a relay");
-        };
+        let app = relay(&settings, "/app");
         assert_eq!(app.upstream, "tcp://127.0.0.1:7000");
         assert_eq!(app.forward_headers, ["cookie"]);
         assert_eq!(app.trusted_ca.as_deref(), Some("/etc/ssl/internal.pem"));
@@ -404,9 +409,7 @@ mod tests {
             ],
             FILE,
         );
-        let ServiceKind::Relay(app) = &service(&flags, "/app").kind else {
-            panic!("/app is a relay");
-        };
+        let app = relay(&flags, "/app");
         assert_eq!(app.trusted_ca.as_deref(), Some("/other.pem"));
         assert_eq!(app.connect_timeout, Some(Duration::from_millis(500)));
 
