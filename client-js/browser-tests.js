@@ -5,7 +5,7 @@
 // binary, on every transport, behind hostile nginx proxies, and clicks
 // through the demo page the gateway serves at `/`.
 //
-//   node browser-tests.js [--only matrix,proxies,relay,cluster,demo] [--transport NAME,...]
+//   node browser-tests.js [--only matrix,releases,proxies,relay,cluster,demo] [--transport NAME,...]
 //                         [--demo-from-file] [--keep-tmp] [--verbose]
 //
 // Environment: GATEWAY_BIN (default ../target/debug/sockjs-gateway),
@@ -21,6 +21,7 @@ const { chromium } = require('playwright-core');
 const procs = require('./lib/procs');
 const { runDemo } = require('./lib/demo-test');
 const { runCluster } = require('./lib/cluster-test');
+const releases = require('./lib/releases-test');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -29,7 +30,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const NGINX = process.env.NGINX || '/usr/sbin/nginx';
 const SOCKJS_MIN = path.join(HERE, 'node_modules/sockjs-client/dist/sockjs.min.js');
 const PAGE_DIR = path.join(HERE, 'page');
-const TOTAL_BUDGET_MS = 7.5 * 60 * 1000;
+const TOTAL_BUDGET_MS = 9.5 * 60 * 1000;
 
 // ------------------------------------------------------------------ options
 const argv = process.argv.slice(2);
@@ -37,7 +38,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,proxies,relay,cluster,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,relay,cluster,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -147,13 +148,13 @@ async function runInPage(pageUrl, testName, args, loader) {
 // (Answering the page with page.route() instead would not do: Chromium
 // then treats the document as coming from no known address space and
 // blocks its WebSocket to 127.0.0.1, net::ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS.)
-function sameOriginLoader(origin) {
+function sameOriginLoader(origin, bundle = SOCKJS_MIN) {
   return async (page) => {
     await page.goto(`${origin}/echo`, { waitUntil: 'load', timeout: 15000 });
     const html = fs.readFileSync(path.join(PAGE_DIR, 'harness.html'), 'utf8')
       .replace(/<script src="[^"]*"><\/script>\s*/g, '');
     await page.setContent(html, { waitUntil: 'load', timeout: 15000 });
-    await page.addScriptTag({ path: SOCKJS_MIN });
+    await page.addScriptTag({ path: bundle });
     await page.addScriptTag({ path: path.join(PAGE_DIR, 'harness.js') });
     const url = page.url();
     if (!url.startsWith(origin + '/')) throw new Error(`same-origin harness ended up at ${url}`);
@@ -476,10 +477,12 @@ async function main() {
   console.log(`gateway: ${GATEWAY_BIN} ${gw.args.join(' ')} -> port ${gw.port} (pid ${gw.child.pid})`);
   const gatewayLogs = [['gateway', path.join(logDir, 'gateway.log'), gw]];
 
+  const releasePages = releases.pageFiles(PAGE_DIR, logDir);
   const page = await procs.startPageServer({
     '/harness.html': path.join(PAGE_DIR, 'harness.html'),
     '/harness.js': path.join(PAGE_DIR, 'harness.js'),
     '/sockjs.min.js': SOCKJS_MIN,
+    ...releasePages.files,
   });
   const pageOrigin = `http://127.0.0.1:${page.port}`;
   console.log(`test page origin: ${pageOrigin} (cross-origin to the gateway)`);
@@ -493,6 +496,12 @@ async function main() {
   console.log(`browser: ${ua}`);
 
   if (ONLY.has('matrix')) await runMatrix(gw, pageOrigin);
+  if (ONLY.has('releases')) {
+    await releases.runReleases({
+      context, runInPage, report, section, pageOrigin, gw, sameOriginLoader,
+      sources: releasePages.sources, pageFiles: releasePages.files, logFile: path.join(logDir, 'gateway.log'),
+    });
+  }
   if (ONLY.has('proxies')) await runProxies(gw, pageOrigin);
   if (ONLY.has('relay')) {
     const relay = await runRelay(gw, pageOrigin, logDir);

@@ -56,14 +56,14 @@ fi
 say "cargo build --bin sockjs-gateway"
 (cd "$root" && cargo build --bin sockjs-gateway) || die "cargo build failed"
 
-# 4. The browser tests (they bound themselves to 7.5 minutes; this is the
+# 4. The browser tests (they bound themselves to 9.5 minutes; this is the
 #    backstop).
 say "running browser tests"
 cd "$here"
 status=0
-timeout --kill-after=15 510 node browser-tests.js "$@" || status=$?
+timeout --kill-after=15 630 node browser-tests.js "$@" || status=$?
 if [ "$status" -ne 0 ]; then
-  [ "$status" -eq 124 ] && say "FAIL: browser tests hit the 510 s backstop"
+  [ "$status" -eq 124 ] && say "FAIL: browser tests hit the 630 s backstop"
   say "FAIL: browser tests exited with status $status"
   exit "$status"
 fi

@@ -34,6 +34,7 @@
 //! ```
 
 mod admission;
+mod client_library;
 pub mod cluster;
 mod metrics;
 mod options;
@@ -50,6 +51,10 @@ use actix_web::web;
 use futures::FutureExt;
 
 pub use admission::{AdmissionRequest, Refusal, SessionData};
+pub use client_library::{
+    client_library, client_release, ClientRelease, CLIENT_RELEASES, IFRAME_LOADER_JS,
+    LATEST_CLIENT_RELEASE, SOCKJS_CLIENT_JS,
+};
 pub use metrics::Metrics;
 pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
 pub use protocol::client_addr::Cidr;
@@ -58,29 +63,6 @@ pub use protocol::session::{CloseReason, Overflow, SendError};
 pub use session::{ConnectionId, Peer, Session};
 
 use server::ServiceState;
-
-/// sockjs-client 1.6.1's browser bundle (MIT licence, kept beside it in
-/// `assets/`), so pages and the iframe transports need no CDN.
-pub const SOCKJS_CLIENT_JS: &str = include_str!("../assets/sockjs.min.js");
-
-/// Serves [`SOCKJS_CLIENT_JS`] at [`DEFAULT_SOCKJS_URL`], where the iframe
-/// page of every service looks for it by default.
-///
-/// ```no_run
-/// # use actix_web::App;
-/// let app = App::new().service(sockjs_gateway::client_library());
-/// ```
-pub fn client_library() -> actix_web::Resource {
-    async fn serve() -> actix_web::HttpResponse {
-        actix_web::HttpResponse::Ok()
-            .content_type("application/javascript; charset=UTF-8")
-            .insert_header(("Cache-Control", "public, max-age=31536000"))
-            .body(SOCKJS_CLIENT_JS)
-    }
-    web::resource(DEFAULT_SOCKJS_URL)
-        .route(web::get().to(serve))
-        .route(web::head().to(serve))
-}
 
 /// One SockJS service at one prefix. Clone it into each worker's `App`: the
 /// clones share the same sessions.

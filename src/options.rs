@@ -7,9 +7,11 @@ use crate::protocol::origin::OriginPolicy;
 use crate::protocol::route::{ReceiverKind, SendKind};
 use crate::protocol::session::{Overflow, SessionConfig};
 
-/// Where the iframe page loads the client library from by default: a copy the
-/// gateway binary serves itself, so the iframe transports work offline.
-pub const DEFAULT_SOCKJS_URL: &str = "/lib/sockjs.min.js";
+/// Where the iframe page loads the client library from by default: the
+/// loader [`crate::client_library`] serves, which runs the bundle of the
+/// release the parent page speaks (sockjs-client refuses an iframe of any
+/// other release), so the iframe transports work offline for every release.
+pub const DEFAULT_SOCKJS_URL: &str = "/lib/sockjs-iframe-loader.js";
 
 /// How one SockJS service behaves.
 ///
@@ -30,7 +32,9 @@ pub struct Options {
     pub disconnect_delay: Duration,
     /// Bytes after which a streaming response ends and the client reconnects.
     pub response_limit: usize,
-    /// The client library URL written into the iframe page.
+    /// The client library URL written into the iframe page. The default
+    /// loader picks the parent page's release; a URL of one bundle pins
+    /// the iframe to that release, and parents of any other are refused.
     pub sockjs_url: String,
     /// Set the `JSESSIONID` cookie for load balancers that stick by it.
     pub cookie_needed: bool,

@@ -1,13 +1,14 @@
 //! PROTOCOL.md section 6: the iframe page (`PREFIX/iframe.html`,
 //! `PREFIX/iframe-ANYTHING.html`), its caching, `--sockjs-url`, and the
-//! client library the gateway serves at `/lib/sockjs.min.js`.
+//! client libraries the gateway serves under `/lib/`: every sockjs-client
+//! release's bundle and the iframe loader that picks among them.
 
 mod support;
 
 use support::*;
 
 const YEAR: i64 = 31_536_000;
-const DEFAULT_SOCKJS_URL: &str = "/lib/sockjs.min.js";
+const DEFAULT_SOCKJS_URL: &str = "/lib/sockjs-iframe-loader.js";
 
 /// The section 6 page with `url` (already attribute-escaped) substituted.
 fn iframe_page(url: &str) -> String {
@@ -235,22 +236,112 @@ fn sockjs_url_not_starting_with_slash_or_http_is_refused_at_start() {
     }
 }
 
+#[track_caller]
+fn assert_javascript(r: &Response, path: &str) {
+    assert_eq!(r.status, 200, "GET {path}");
+    r.assert_header("Content-Type", "application/javascript; charset=UTF-8");
+}
+
+const RELEASES: [&str; 17] = [
+    "1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.1.0", "1.1.1", "1.1.2", "1.1.4", "1.1.5", "1.2.0",
+    "1.3.0", "1.4.0", "1.5.0", "1.5.1", "1.5.2", "1.6.0", "1.6.1",
+];
+
 #[test]
-fn lib_sockjs_min_js_is_served() {
+fn lib_sockjs_min_js_is_1_6_1() {
     let s = Server::start();
     let r = s.get("/lib/sockjs.min.js");
-    assert_eq!(r.status, 200);
-    let ct = r.header("Content-Type").expect("Content-Type");
-    let mime = ct.split(';').next().unwrap().trim().to_ascii_lowercase();
-    assert!(
-        mime == "application/javascript" || mime == "text/javascript",
-        "JavaScript content type expected, got {ct:?}"
-    );
+    assert_javascript(&r, "/lib/sockjs.min.js");
+    r.assert_header("Cache-Control", "public, max-age=31536000, immutable");
     let body = r.text();
-    assert!(body.contains("SockJS"), "bundle must define SockJS");
     assert!(
-        body.contains("bootstrap_iframe"),
-        "the iframe page calls SockJS.bootstrap_iframe()"
+        body.starts_with("/* sockjs-client v1.6.1 |"),
+        "1.6.1 bundle"
     );
-    assert!(body.contains("\"1.6.1\""), "sockjs-client 1.6.1 bundle");
+    assert!(body.contains("bootstrap_iframe"));
+    assert_eq!(s.get("/lib/sockjs-1.6.1.min.js").body, r.body);
+}
+
+#[test]
+fn every_release_is_served_at_its_versioned_path() {
+    let s = Server::start();
+    for version in RELEASES {
+        let path = format!("/lib/sockjs-{version}.min.js");
+        let r = s.get(&path);
+        assert_javascript(&r, &path);
+        r.assert_header("Cache-Control", "public, max-age=31536000, immutable");
+        let body = r.text();
+        assert!(
+            body.starts_with(&format!("/* sockjs-client v{version} |")),
+            "{path}: the bundle of {version}"
+        );
+        assert!(
+            body.contains(&format!("\"{version}\"")),
+            "{path}: SockJS.version"
+        );
+        let head = s.request(Request::new("HEAD", &path));
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}: no body");
+    }
+}
+
+#[test]
+fn iframe_loader_is_served_and_loads_bundles_from_beside_itself() {
+    let s = Server::start();
+    let r = s.get(DEFAULT_SOCKJS_URL);
+    assert_javascript(&r, DEFAULT_SOCKJS_URL);
+    r.assert_header("Cache-Control", "public, max-age=86400");
+    let body = r.text();
+    for needle in [
+        "window.SockJS = {",
+        "bootstrap_iframe: function",
+        "'sockjs-' + release + '.min.js'",
+        "base + 'sockjs.min.js'",
+        "type: 's'",
+    ] {
+        assert!(body.contains(needle), "loader: {needle:?} missing");
+    }
+}
+
+#[test]
+fn a_release_not_carried_is_404_with_the_list_and_logged_once() {
+    let s = Server::start();
+    for _ in 0..3 {
+        let r = s.get("/lib/sockjs-1.7.0.min.js");
+        assert_eq!(r.status, 404);
+        r.assert_header("Content-Type", "text/plain; charset=UTF-8");
+        assert_eq!(
+            r.text(),
+            format!(
+                "sockjs-client 1.7.0 is not bundled here; bundled: {}\n",
+                RELEASES.join(", ")
+            )
+        );
+    }
+    for other in [
+        "/lib/sockjs-.min.js",
+        "/lib/sockjs-1.6.1-fork.2.min.js",
+        "/lib/other.js",
+        "/lib/",
+    ] {
+        let r = s.get(other);
+        assert_eq!(r.status, 404, "GET {other}");
+    }
+    // The fork's version string is logged after 1.7.0's: once it is there,
+    // 1.7.0's line had its chance to repeat.
+    let line = poll_until(
+        "the log names 1.7.0",
+        std::time::Duration::from_secs(5),
+        || {
+            let log = s.log();
+            log.contains("1.6.1-fork.2").then_some(log)
+        },
+    );
+    assert_eq!(
+        line.matches("a page asked for sockjs-client \"1.7.0\"")
+            .count(),
+        1,
+        "logged once: {line}"
+    );
+    assert!(line.contains("its iframe falls back to 1.6.1"), "{line}");
 }

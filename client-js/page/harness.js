@@ -192,7 +192,8 @@
     var r = {
       ok: true, reason: '', transport: conn ? conn.transport : null,
       openMs: conn && conn.openMs != null ? ms(conn.openMs) : null, echoMs: null, detail: '',
-      session: conn && conn.sock ? sessionIdOf(conn.sock) : null
+      session: conn && conn.sock ? sessionIdOf(conn.sock) : null,
+      sockjsVersion: window.SockJS && window.SockJS.version
     };
     for (var k in extra) r[k] = extra[k];
     var inj = checkInjection();

@@ -52,8 +52,9 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub disconnect_delay: Option<Duration>,
 
-    /// Client library URL for the iframe page, starting with / or http
-    /// (default /lib/sockjs.min.js).
+    /// Client library URL for the iframe page, starting with / or http; it
+    /// pins the iframe to that one release (default
+    /// /lib/sockjs-iframe-loader.js, which runs the release the page speaks).
     #[arg(long, value_name = "URL", value_parser = parse_sockjs_url)]
     pub sockjs_url: Option<String>,
 
