@@ -5,7 +5,7 @@
 // binary, on every transport, behind hostile nginx proxies, and clicks
 // through the demo page the gateway serves at `/`.
 //
-//   node browser-tests.js [--only matrix,releases,proxies,relay,cluster,demo] [--transport NAME,...]
+//   node browser-tests.js [--only matrix,releases,proxies,forward-proxy,relay,cluster,demo] [--transport NAME,...]
 //                         [--demo-from-file] [--keep-tmp] [--verbose]
 //
 // Environment: GATEWAY_BIN (default ../target/debug/sockjs-gateway),
@@ -22,6 +22,7 @@ const procs = require('./lib/procs');
 const { runDemo } = require('./lib/demo-test');
 const { runCluster } = require('./lib/cluster-test');
 const releases = require('./lib/releases-test');
+const { runForwardProxy } = require('./lib/forward-proxy-test');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -38,7 +39,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,relay,cluster,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,forward-proxy,relay,cluster,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -68,20 +69,23 @@ function section(title) {
 
 // ------------------------------------------------------------------ browser
 let context = null;
-let userDataDir = null;
 
-async function launchBrowser() {
+// Starts Chromium with a fresh profile (removed at cleanup) and `extraArgs`;
+// resolves with { context, ua }.
+async function startChromium(extraArgs = []) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install -y chromium)`);
   }
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-chromium-profile-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-chromium-profile-'));
+  tmpDirs.push(dir);
   const args = [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ...extraArgs,
   ];
-  // launchPersistentContext passes --user-data-dir=userDataDir (a fresh
+  // launchPersistentContext passes --user-data-dir=dir (a fresh
   // temporary directory for this run).
-  context = await chromium.launchPersistentContext(userDataDir, {
+  const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
     headless: true,
     args,
@@ -91,16 +95,22 @@ async function launchBrowser() {
   // This first page stays open for the whole run: when a profile's last
   // window closes, Chromium ends the browsing session and drops session
   // cookies (the gateway's JSESSIONID is one).
-  const page = context.pages()[0] || await context.newPage();
+  const page = ctx.pages()[0] || await ctx.newPage();
   await page.setContent('<p>sockjs-gateway browser tests</p>');
   const ua = await page.evaluate(() => navigator.userAgent);
-  return ua;
+  return { context: ctx, ua };
+}
+
+async function launchBrowser() {
+  const started = await startChromium();
+  context = started.context;
+  return started.ua;
 }
 
 // Opens the harness in a fresh page, runs one in-page test, and adds what
 // the page itself showed (dialogs = alert() in any frame, page errors).
-async function runInPage(pageUrl, testName, args, loader) {
-  const page = await context.newPage();
+async function runInPage(pageUrl, testName, args, loader, ctx = context) {
+  const page = await ctx.newPage();
   const dialogs = [];
   const pageErrors = [];
   page.on('dialog', (d) => { dialogs.push(`${d.type()}: ${d.message()}`); d.dismiss().catch(() => {}); });
@@ -503,6 +513,12 @@ async function main() {
     });
   }
   if (ONLY.has('proxies')) await runProxies(gw, pageOrigin);
+  if (ONLY.has('forward-proxy')) {
+    // squid works as the `proxy` user: its directory must not sit in ours (0700).
+    const squidDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-squid-'));
+    tmpDirs.push(squidDir);
+    await runForwardProxy({ startChromium, runInPage, report, section, pageOrigin, gw, squidDir });
+  }
   if (ONLY.has('relay')) {
     const relay = await runRelay(gw, pageOrigin, logDir);
     gatewayLogs.push(['relay gateway', path.join(logDir, 'relay-gateway.log'), relay]);
@@ -537,7 +553,6 @@ async function main() {
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   await procs.stopAll();
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
   if (!KEEP_TMP) for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
   else console.log(`kept: ${tmpDirs.join(' ')}`);
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Real-browser tests for sockjs-gateway (headless Chromium + nginx).
+# Real-browser tests for sockjs-gateway (headless Chromium, nginx, squid).
 #
 #   client-js/run-browser-tests.sh [options passed to browser-tests.js]
-#     --only matrix,proxies,relay,cluster,demo   run some sections only
+#     --only matrix,releases,proxies,forward-proxy,relay,cluster,demo   run some sections only
 #     --transport NAME[,NAME]      matrix rows for these transports only
 #     --demo-from-file             test demo.html before the gateway serves it at /
 #     --verbose                    browser console, page errors
 #
-# Installs what is missing (Debian's chromium and nginx; the npm packages
+# Installs what is missing (Debian's chromium, nginx and squid; the npm packages
 # from package-lock.json), builds the gateway, runs the tests. Exits
 # non-zero on any failure, including a browser or nginx that cannot start.
 set -euo pipefail
@@ -29,12 +29,14 @@ as_root() {
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/squid ] || missing+=(squid)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (apt-get)"
   as_root apt-get update -qq || die "apt-get update failed"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nginx \
-    || die "apt-get install chromium nginx failed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+    || die "apt-get install ${missing[*]} failed"
 fi
+[ -x /usr/sbin/squid ] || die "/usr/sbin/squid is still missing"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is still missing"
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || die "nginx is still missing"
 
