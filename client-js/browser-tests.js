@@ -418,6 +418,18 @@ async function runProxies(gw, pageOrigin) {
       label: 'proxy/buffering HTTP/1.0', pageUrl: harness,
       url: `http://127.0.0.1:${pBuffering}/echo`, expect: ['xhr-polling', 'iframe-xhr-polling', 'jsonp-polling'],
     },
+    // The oldest release and the one most deployed pages carry, through
+    // the same two proxies.
+    ...['1.0.0', '1.1.5'].flatMap((v) => [
+      {
+        label: `proxy/no-upgrade, sockjs-client ${v}`, pageUrl: `${pageOrigin}/releases/${v}/harness.html`,
+        url: `http://127.0.0.1:${pNoUpgrade}/echo`, expect: 'xhr-streaming',
+      },
+      {
+        label: `proxy/buffering, sockjs-client ${v}`, pageUrl: `${pageOrigin}/releases/${v}/harness.html`,
+        url: `http://127.0.0.1:${pBuffering}/echo`, expect: ['xhr-polling', 'iframe-xhr-polling', 'jsonp-polling'],
+      },
+    ]),
     {
       label: 'proxy/same-origin, upgrades on', pageUrl: `http://127.0.0.1:${pSameOrigin}/__browser_tests__/harness.html`,
       url: `http://127.0.0.1:${pSameOrigin}/echo`, expect: 'websocket',
@@ -426,16 +438,17 @@ async function runProxies(gw, pageOrigin) {
   const accessLog = path.join(dir, 'logs/access.log');
   for (const s of scenarios) {
     const port = Number(new URL(s.url).port);
+    const since = Date.now() / 1000 - 0.05;
     const r = await runInPage(s.pageUrl, 'echoBatch', { url: s.url, transports: null, expect: s.expect, openTimeout: 20000 });
     // nginx logs a request when it ends; a WebSocket ends only after the
     // page closed it, so wait (bounded) until the transport the session
     // ended on shows up in the log.
     const kind = { websocket: 'websocket', 'xhr-streaming': 'xhr_streaming', 'xhr-polling': 'xhr', 'jsonp-polling': 'jsonp' }[r.transport];
     const until = Date.now() + 3000;
-    while (kind && !fallbackChain(accessLog, port).split(' -> ').some((x) => x.startsWith(kind + ' ')) && Date.now() < until) {
+    while (kind && !fallbackChain(accessLog, port, since).split(' -> ').some((x) => x.startsWith(kind + ' ')) && Date.now() < until) {
       await new Promise((res) => setTimeout(res, 50));
     }
-    const chain = fallbackChain(accessLog, port);
+    const chain = fallbackChain(accessLog, port, since);
     r.detail = `${r.detail}; via nginx: ${chain}`;
     if (!r.ok) r.reason = `${r.reason}; via nginx: ${chain}`;
     report(s.label, 'echo-batch', r);
@@ -443,10 +456,10 @@ async function runProxies(gw, pageOrigin) {
   return ngx;
 }
 
-// The transports the client tried through one nginx port, in the order
-// the requests started, from nginx's access log: "websocket 403 ->
+// The transports the client tried through one nginx port since `since`
+// (Unix seconds), in the order the requests started, from nginx's access log: "websocket 403 ->
 // xhr_streaming 499 after 618ms -> ... -> xhr 200 x6".
-function fallbackChain(accessLog, port) {
+function fallbackChain(accessLog, port, since = 0) {
   let text = '';
   try { text = fs.readFileSync(accessLog, 'utf8'); } catch (e) { return '(no access log)'; }
   const reqs = [];
@@ -456,7 +469,9 @@ function fallbackChain(accessLog, port) {
     const t = /\/[^/]+\/[^/]+\/(websocket|xhr_streaming|xhr|eventsource|htmlfile|jsonp)(\?|$)/.exec(m[4].split('?')[0] + '?');
     if (!t) continue;
     const session = m[4].split('/').slice(-2, -1)[0];
-    reqs.push({ start: Number(m[1]) - Number(m[6]), kind: t[1], status: m[5], ms: Math.round(Number(m[6]) * 1000), session });
+    const start = Number(m[1]) - Number(m[6]);
+    if (start < since) continue;
+    reqs.push({ start, kind: t[1], status: m[5], ms: Math.round(Number(m[6]) * 1000), session });
   }
   reqs.sort((a, b) => a.start - b.start);
   const steps = [];
