@@ -38,6 +38,7 @@ mod client_library;
 pub mod cluster;
 mod metrics;
 mod options;
+mod peer;
 pub mod protocol;
 pub mod relay;
 mod server;
@@ -57,10 +58,11 @@ pub use client_library::{
 };
 pub use metrics::Metrics;
 pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
+pub use peer::Peer;
 pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
 pub use protocol::session::{CloseReason, Overflow, SendError};
-pub use session::{ConnectionId, Peer, Session};
+pub use session::{ConnectionId, Session};
 
 use server::ServiceState;
 

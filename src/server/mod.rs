@@ -28,10 +28,11 @@ use crate::cluster::owners::OwnerCache;
 use crate::cluster::Cluster;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::options::{Options, SessionBinding};
+use crate::peer::Peer;
 use crate::protocol::client_addr;
 use crate::protocol::route::{self, Method, Route, RouteError, SessionEndpoint};
 use crate::protocol::session::SessionConfig;
-use crate::session::{Peer, Session};
+use crate::session::Session;
 use registry::Registry;
 use shared::{BindingKey, SharedSession};
 

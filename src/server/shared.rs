@@ -14,11 +14,11 @@ use parking_lot::Mutex;
 
 use super::waiting::{Event, ToWake, Waiters};
 use crate::metrics::ServiceMetrics;
+use crate::peer::Peer;
 use crate::protocol::frame::Frame;
 use crate::protocol::session::{
     Delivery, ReceiverId, Session as ProtocolSession, SessionConfig, TimeoutOutcome,
 };
-use crate::session::Peer;
 
 pub(crate) struct SharedSession {
     /// The protocol session and who waits on it, under one lock.
