@@ -30,7 +30,7 @@ macro_rules! release {
 }
 
 /// Every release the gateway serves at `/lib/sockjs-VERSION.min.js`, oldest first.
-pub const CLIENT_RELEASES: &[ClientRelease] = &[
+pub static CLIENT_RELEASES: &[ClientRelease] = &[
     release!("1.0.0"),
     release!("1.0.1"),
     release!("1.0.2"),
