@@ -5,7 +5,7 @@
 // binary, on every transport, behind hostile nginx proxies, and clicks
 // through the demo page the gateway serves at `/`.
 //
-//   node browser-tests.js [--only matrix,releases,proxies,forward-proxy,relay,cluster,demo] [--transport NAME,...]
+//   node browser-tests.js [--only matrix,releases,proxies,forward-proxy,relay,stomp,cluster,demo] [--transport NAME,...]
 //                         [--demo-from-file] [--keep-tmp] [--verbose]
 //
 // Environment: GATEWAY_BIN (default ../target/debug/sockjs-gateway),
@@ -23,6 +23,7 @@ const { runDemo } = require('./lib/demo-test');
 const { runCluster } = require('./lib/cluster-test');
 const releases = require('./lib/releases-test');
 const { runForwardProxy } = require('./lib/forward-proxy-test');
+const stomp = require('./lib/stomp-test');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -39,7 +40,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,forward-proxy,relay,cluster,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,forward-proxy,relay,stomp,cluster,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -508,6 +509,7 @@ async function main() {
     '/harness.js': path.join(PAGE_DIR, 'harness.js'),
     '/sockjs.min.js': SOCKJS_MIN,
     ...releasePages.files,
+    ...stomp.pageFiles(PAGE_DIR, path.join(HERE, 'node_modules')),
   });
   const pageOrigin = `http://127.0.0.1:${page.port}`;
   console.log(`test page origin: ${pageOrigin} (cross-origin to the gateway)`);
@@ -537,6 +539,15 @@ async function main() {
   if (ONLY.has('relay')) {
     const relay = await runRelay(gw, pageOrigin, logDir);
     gatewayLogs.push(['relay gateway', path.join(logDir, 'relay-gateway.log'), relay]);
+  }
+  if (ONLY.has('stomp')) {
+    const rabbitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-rabbitmq-'));
+    tmpDirs.push(rabbitDir);
+    const { gateways } = await stomp.runStomp({
+      context, runInPage, report, section, pageOrigin, logDir, rabbitDir, root: ROOT,
+      gatewayBin: GATEWAY_BIN, transportFilter: TRANSPORT_FILTER,
+    });
+    gatewayLogs.push(...gateways);
   }
   if (ONLY.has('cluster')) {
     const cluster = await runCluster({
