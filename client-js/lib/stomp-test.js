@@ -90,6 +90,12 @@ async function runStomp(t) {
         else report('stomp/broker stopped', `closed ${c.transport}`, { ok: true, transport: c.transport, detail: `${label}: ${c.close.code} "${c.close.reason}"` });
       }
       console.log(`      broker stopped by PID in ${stopMs} ms; every held session closed within ${closedMs} ms of the stop`);
+      for (const [lib, transport] of [['classic', 'websocket'], ['modern', 'xhr-streaming']]) {
+        const r = await runInPage(harness, 'stompRefused', {
+          ...base, lib, transport, url: url(flagged), expectCode: 4502, expectReason: 'Upstream unavailable',
+        });
+        report('stomp/broker down', `${LIB_NAMES[lib]}`, r);
+      }
       const restarting = Date.now();
       await procs.startRabbitmq(rabbitDir, rabbit.ports);
       const restartMs = Date.now() - restarting;

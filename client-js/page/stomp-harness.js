@@ -244,6 +244,28 @@
     return r;
   }
 
+  // A client whose session the gateway closes before CONNECTED (the
+  // broker is down): resolves with that close.
+  async function stompRefused(a) {
+    var r = { ok: false, reason: '', transport: null, openMs: null, echoMs: null, detail: '' };
+    var c = openClient(a);
+    try {
+      var close = await within(15000, 'the close', Promise.race([
+        c.closed.promise,
+        c.connected.promise.then(function () { throw new Error('CONNECTED with the broker down'); }),
+      ]));
+      r.transport = c.transport;
+      r.close = close;
+      r.ok = close.code === a.expectCode && close.reason === a.expectReason;
+      if (r.ok) r.detail = 'closed ' + close.code + ' "' + close.reason + '" before any STOMP frame';
+      else r.reason = 'closed ' + close.code + ' "' + close.reason + '", expected ' + a.expectCode + ' "' + a.expectReason + '"';
+    } catch (e) {
+      r.reason = e.message;
+    }
+    try { c.modern && c.modern.deactivate(); } catch (e2) { /* ignore */ }
+    return r;
+  }
+
   // Opens one connected, subscribed client per entry of a.runs (lib and
   // transport) and keeps them in window.__held for stompHeldCloses.
   async function stompHold(a) {
@@ -285,6 +307,7 @@
   window.sockjsTests = {
     stompSession: stompSession,
     stompWrongPasscode: stompWrongPasscode,
+    stompRefused: stompRefused,
     stompHold: stompHold,
     stompHeldCloses: stompHeldCloses,
   };
