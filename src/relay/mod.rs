@@ -152,7 +152,7 @@ impl Relay {
         })
     }
 
-    fn unavailable(&self, session: &Session, error: &ConnectError) {
+    fn connect_failed(&self, session: &Session, error: &ConnectError) {
         session.shared.metrics.relay_failed("connect");
         match error {
             ConnectError::Unavailable(detail) => {
@@ -191,7 +191,7 @@ impl Relay {
                         connected(started);
                         websocket::relay(socket, &session).await
                     }
-                    Err(error) => return self.unavailable(&session, &error),
+                    Err(error) => return self.connect_failed(&session, &error),
                 }
             }
             Upstream::Tcp { address } => {
@@ -201,7 +201,7 @@ impl Relay {
                         tcp::relay(stream, &session, config.max_message_bytes).await
                     }
                     Err(error) => {
-                        return self.unavailable(&session, &ConnectError::Unavailable(error))
+                        return self.connect_failed(&session, &ConnectError::Unavailable(error))
                     }
                 }
             }
