@@ -16,6 +16,24 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools nginx
 fi
 
+echo "== rabbitmq-server for the browser suite's STOMP section (apt-get, only if missing)"
+if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  # The tests start their own broker on loopback; a policy-rc.d answering
+  # 101 ("action forbidden") keeps the package's postinst from starting the
+  # system's rabbitmq and its epmd. One already there (Docker images carry
+  # one) is left as it is; ours is removed however the install ends.
+  ours=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
+    ours=1
+    trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  as_root apt-get -o DPkg::Lock::Timeout=300 update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq rabbitmq-server
+  if [ -n "$ours" ]; then as_root rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+fi
+
 echo "== unit, black-box and doc tests"
 cargo test --workspace --all-targets
 cargo test --doc

@@ -5,11 +5,12 @@
 // binary, on every transport, behind hostile nginx proxies, and clicks
 // through the demo page the gateway serves at `/`.
 //
-//   node browser-tests.js [--only matrix,releases,proxies,forward-proxy,relay,cluster,demo] [--transport NAME,...]
+//   node browser-tests.js [--only matrix,releases,proxies,forward-proxy,relay,stomp,cluster,demo] [--transport NAME,...]
 //                         [--demo-from-file] [--keep-tmp] [--verbose]
 //
 // Environment: GATEWAY_BIN (default ../target/debug/sockjs-gateway),
-// CHROMIUM (default /usr/bin/chromium), NGINX (default /usr/sbin/nginx).
+// CHROMIUM (default /usr/bin/chromium), NGINX (default /usr/sbin/nginx),
+// STOMP_QUIET_MS (the stomp section's quiet period, default 3000).
 // Exit status 0 only if every run passed; a browser or nginx that cannot be
 // started is a failure, never a skip.
 
@@ -23,6 +24,7 @@ const { runDemo } = require('./lib/demo-test');
 const { runCluster } = require('./lib/cluster-test');
 const releases = require('./lib/releases-test');
 const { runForwardProxy } = require('./lib/forward-proxy-test');
+const stomp = require('./lib/stomp-test');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -31,7 +33,8 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const NGINX = process.env.NGINX || '/usr/sbin/nginx';
 const SOCKJS_MIN = path.join(HERE, 'node_modules/sockjs-client/dist/sockjs.min.js');
 const PAGE_DIR = path.join(HERE, 'page');
-const TOTAL_BUDGET_MS = 9.5 * 60 * 1000;
+// The stomp section (two RabbitMQ starts included) takes about 1.5 min of it.
+const TOTAL_BUDGET_MS = 11.5 * 60 * 1000;
 
 // ------------------------------------------------------------------ options
 const argv = process.argv.slice(2);
@@ -39,7 +42,7 @@ function opt(name) {
   const i = argv.indexOf(name);
   return i === -1 ? null : (argv[i + 1] || '');
 }
-const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,forward-proxy,relay,cluster,demo').split(',').filter(Boolean));
+const ONLY = new Set((opt('--only') || 'matrix,releases,proxies,forward-proxy,relay,stomp,cluster,demo').split(',').filter(Boolean));
 const TRANSPORT_FILTER = opt('--transport') ? new Set(opt('--transport').split(',')) : null;
 const DEMO_FROM_FILE = argv.includes('--demo-from-file') || process.env.DEMO_FROM_FILE === '1';
 const KEEP_TMP = argv.includes('--keep-tmp');
@@ -508,6 +511,7 @@ async function main() {
     '/harness.js': path.join(PAGE_DIR, 'harness.js'),
     '/sockjs.min.js': SOCKJS_MIN,
     ...releasePages.files,
+    ...stomp.pageFiles(PAGE_DIR, path.join(HERE, 'node_modules')),
   });
   const pageOrigin = `http://127.0.0.1:${page.port}`;
   console.log(`test page origin: ${pageOrigin} (cross-origin to the gateway)`);
@@ -537,6 +541,15 @@ async function main() {
   if (ONLY.has('relay')) {
     const relay = await runRelay(gw, pageOrigin, logDir);
     gatewayLogs.push(['relay gateway', path.join(logDir, 'relay-gateway.log'), relay]);
+  }
+  if (ONLY.has('stomp')) {
+    const rabbitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-rabbitmq-'));
+    tmpDirs.push(rabbitDir);
+    const { gateways } = await stomp.runStomp({
+      context, runInPage, report, section, pageOrigin, logDir, rabbitDir, root: ROOT,
+      gatewayBin: GATEWAY_BIN, transportFilter: TRANSPORT_FILTER,
+    });
+    gatewayLogs.push(...gateways);
   }
   if (ONLY.has('cluster')) {
     const cluster = await runCluster({

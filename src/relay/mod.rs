@@ -44,6 +44,7 @@ pub struct Relay {
 struct RelayConfig {
     upstream: Upstream,
     forward_headers: Vec<String>,
+    subprotocols: Vec<String>,
     connect_timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
     max_message_bytes: usize,
@@ -61,6 +62,14 @@ enum Ending {
     UpstreamFailed(&'static str, String),
 }
 
+/// Why no upstream connection was made.
+enum ConnectError {
+    /// Down, refusing, unreachable, handshake rejected or timed out.
+    Unavailable(String),
+    /// The handshake succeeded without one of the subprotocols asked for.
+    Subprotocol(String),
+}
+
 impl Relay {
     /// A relay to `upstream`: `ws://HOST[:PORT]/PATH`, `wss://...` or
     /// `tcp://HOST:PORT`.
@@ -69,6 +78,7 @@ impl Relay {
             inner: Arc::new(RelayConfig {
                 upstream: Upstream::parse(upstream)?,
                 forward_headers: Vec::new(),
+                subprotocols: Vec::new(),
                 connect_timeout: Duration::from_secs(10),
                 tls: None,
                 max_message_bytes: Options::default().max_message_bytes,
@@ -85,6 +95,15 @@ impl Relay {
     /// the client's first request on to the upstream WebSocket handshake.
     pub fn forward_header(mut self, name: &str) -> Self {
         self.config_mut().forward_headers.push(name.to_owned());
+        self
+    }
+
+    /// Asks a WebSocket upstream for this subprotocol (such as `v12.stomp`)
+    /// in `Sec-WebSocket-Protocol`; several calls offer several, in order.
+    /// An upstream that selects none of them closes the session with
+    /// [`UPSTREAM_ERROR`] `"Upstream refused subprotocol NAME"`.
+    pub fn subprotocol(mut self, name: &str) -> Self {
+        self.config_mut().subprotocols.push(name.to_owned());
         self
     }
 
@@ -133,14 +152,30 @@ impl Relay {
         })
     }
 
-    fn unavailable(&self, session: &Session, error: &str) {
+    fn connect_failed(&self, session: &Session, error: &ConnectError) {
         session.shared.metrics.relay_failed("connect");
-        log::warn!(
-            "relay {}: cannot reach {}: {error}",
-            session.peer().path(),
-            self.inner.upstream
-        );
-        session.close(UPSTREAM_UNAVAILABLE, "Upstream unavailable");
+        match error {
+            ConnectError::Unavailable(detail) => {
+                log::warn!(
+                    "relay {}: cannot reach {}: {detail}",
+                    session.peer().path(),
+                    self.inner.upstream
+                );
+                session.close(UPSTREAM_UNAVAILABLE, "Upstream unavailable");
+            }
+            ConnectError::Subprotocol(detail) => {
+                let offered = self.inner.subprotocols.join(", ");
+                log::warn!(
+                    "relay {}: {} selected none of the subprotocols asked for ({offered}): {detail}",
+                    session.peer().path(),
+                    self.inner.upstream
+                );
+                session.close(
+                    UPSTREAM_ERROR,
+                    &format!("Upstream refused subprotocol {offered}"),
+                );
+            }
+        }
     }
 
     /// Relays one session until either side ends it.
@@ -156,7 +191,7 @@ impl Relay {
                         connected(started);
                         websocket::relay(socket, &session).await
                     }
-                    Err(error) => return self.unavailable(&session, &error),
+                    Err(error) => return self.connect_failed(&session, &error),
                 }
             }
             Upstream::Tcp { address } => {
@@ -165,7 +200,9 @@ impl Relay {
                         connected(started);
                         tcp::relay(stream, &session, config.max_message_bytes).await
                     }
-                    Err(error) => return self.unavailable(&session, &error),
+                    Err(error) => {
+                        return self.connect_failed(&session, &ConnectError::Unavailable(error))
+                    }
                 }
             }
         };

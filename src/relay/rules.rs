@@ -12,7 +12,8 @@ use crate::protocol::session::CloseReason;
 pub const UPSTREAM_CLOSED: u16 = 4500;
 /// The upstream connection failed after it opened: an I/O or protocol error,
 /// a message over the size bound, data that is not UTF-8 text, or an
-/// upstream close with an error code (1002, 1003, 1007-1011).
+/// upstream close with an error code (1002, 1003, 1007-1011); or a handshake
+/// that selected none of the subprotocols asked for.
 pub const UPSTREAM_ERROR: u16 = 4501;
 /// No upstream connection: refused, unreachable, handshake rejected or
 /// timed out. The session is closed at once.

@@ -5,16 +5,17 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{error::CapacityError, Error, Message};
+use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::{
     connect_async_tls_with_config, Connector, MaybeTlsStream, WebSocketStream,
 };
 
 use super::rules::{close_to_upstream, handshake_headers, ClientFacts};
-use super::{Ending, RelayConfig};
+use super::{ConnectError, Ending, RelayConfig};
 use crate::Session;
 
 pub(super) type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -22,13 +23,17 @@ pub(super) type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long the upstream has to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Opens the upstream connection, its handshake naming the client.
+/// Opens the upstream connection, its handshake naming the client and
+/// asking for the configured subprotocols.
 pub(super) async fn connect(
     url: &str,
     config: &RelayConfig,
     session: &Session,
-) -> Result<UpstreamSocket, String> {
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+) -> Result<UpstreamSocket, ConnectError> {
+    let unavailable = |e: String| ConnectError::Unavailable(e);
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| unavailable(e.to_string()))?;
     let peer = session.peer();
     let facts = ClientFacts {
         client_ip: peer.client_ip(),
@@ -46,6 +51,13 @@ pub(super) async fn connect(
             request.headers_mut().append(name, value);
         }
     }
+    if !config.subprotocols.is_empty() {
+        let offered = HeaderValue::from_str(&config.subprotocols.join(", "))
+            .map_err(|e| unavailable(format!("subprotocol: {e}")))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", offered);
+    }
     let limits = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
@@ -53,8 +65,14 @@ pub(super) async fn connect(
     let handshake = connect_async_tls_with_config(request, Some(limits), true, connector);
     let (socket, _response) = tokio::time::timeout(config.connect_timeout, handshake)
         .await
-        .map_err(|_| format!("no answer within {:?}", config.connect_timeout))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| unavailable(format!("no answer within {:?}", config.connect_timeout)))?
+        .map_err(|error| match error {
+            // tungstenite checks the answer: no subprotocol, or one not asked for.
+            Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(e)) => {
+                ConnectError::Subprotocol(e.to_string())
+            }
+            other => unavailable(other.to_string()),
+        })?;
     Ok(socket)
 }
 

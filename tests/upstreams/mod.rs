@@ -75,32 +75,48 @@ fn listen() -> (TcpListener, u16) {
 ///   300 ms (reported as `Blocked`, as is 1 GiB written), then reads on;
 /// - `bye`: closes with no code.
 pub fn websocket() -> Upstream {
-    serve_each_connection(serve_websocket)
+    serve_each_connection(|stream, tx| serve_websocket(stream, tx, None))
+}
+
+/// The same WebSocket upstream, answering every handshake by selecting
+/// `selected` in `Sec-WebSocket-Protocol` (`None`: selecting nothing),
+/// whatever the gateway asked for.
+pub fn websocket_selecting(selected: Option<&'static str>) -> Upstream {
+    serve_each_connection(move |stream, tx| serve_websocket(stream, tx, selected))
 }
 
 /// Listens on loopback and runs `serve` on a thread per connection.
-fn serve_each_connection(serve: fn(TcpStream, mpsc::Sender<Seen>)) -> Upstream {
+fn serve_each_connection(
+    serve: impl Fn(TcpStream, mpsc::Sender<Seen>) + Clone + Send + 'static,
+) -> Upstream {
     let (listener, port) = listen();
     let (tx, seen) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
             let tx = tx.clone();
+            let serve = serve.clone();
             std::thread::spawn(move || serve(stream, tx));
         }
     });
     Upstream { port, seen }
 }
 
-fn serve_websocket(stream: TcpStream, tx: mpsc::Sender<Seen>) {
+fn serve_websocket(stream: TcpStream, tx: mpsc::Sender<Seen>, selected: Option<&'static str>) {
     let mut headers = Vec::new();
     #[allow(clippy::result_large_err)] // tungstenite's callback signature
-    let record = |request: &Request, response: Response| {
+    let record = |request: &Request, mut response: Response| {
         headers = request
             .headers()
             .iter()
             .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
+        if let Some(selected) = selected {
+            response.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                selected.parse().expect("a header value"),
+            );
+        }
         Ok(response)
     };
     let Ok(mut socket) = tungstenite::accept_hdr(stream, record) else {

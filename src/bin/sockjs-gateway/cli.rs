@@ -13,7 +13,8 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 use crate::settings::{RelaySpec, ServiceOptions};
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_timeout, parse_upstream,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol, parse_timeout,
+    parse_upstream,
 };
 
 /// A SockJS server and gateway. With no flags it serves the conventional
@@ -116,6 +117,13 @@ pub struct Cli {
     #[arg(long = "relay", value_name = "PREFIX=URL", value_parser = parse_relay)]
     pub relays: Vec<RelaySpec>,
 
+    /// The WebSocket subprotocol(s) the relay at PREFIX asks its upstream
+    /// for, e.g. /stomp=v12.stomp; several are offered in order. An upstream
+    /// that selects none closes the session with 4501. Repeatable, one per
+    /// relay; replaces the file's `subprotocol`.
+    #[arg(long = "relay-subprotocol", value_name = "PREFIX=PROTO[,PROTO...]", value_parser = parse_relay_subprotocols)]
+    pub relay_subprotocols: Vec<(String, Vec<String>)>,
+
     /// A request header every relay service passes on to its upstream;
     /// repeatable. Replaces the file's forward_headers.
     #[arg(long = "relay-forward-header", value_name = "NAME", value_parser = parse_header_name)]
@@ -192,19 +200,43 @@ fn parse_relay(text: &str) -> Result<RelaySpec, String> {
         prefix: parse_prefix(prefix)?,
         upstream: parse_upstream(upstream)?,
         forward_headers: Vec::new(),
+        subprotocols: Vec::new(),
         trusted_ca: None,
         connect_timeout: None,
     })
 }
 
+/// `PREFIX=PROTO[,PROTO...]`.
+fn parse_relay_subprotocols(text: &str) -> Result<(String, Vec<String>), String> {
+    let (prefix, protocols) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: a relay subprotocol is PREFIX=PROTO[,PROTO...], e.g. /stomp=v12.stomp")
+    })?;
+    let protocols = protocols
+        .split(',')
+        .map(|p| parse_subprotocol(p.trim()))
+        .collect::<Result<_, _>>()?;
+    Ok((parse_prefix(prefix)?, protocols))
+}
+
 impl Cli {
-    /// The rules clap cannot see: two `--relay` flags for one prefix.
+    /// The rules clap cannot see: two `--relay` (or `--relay-subprotocol`)
+    /// flags for one prefix.
     pub fn check(&self) -> Result<(), String> {
         for (i, relay) in self.relays.iter().enumerate() {
             if self.relays[..i].iter().any(|r| r.prefix == relay.prefix) {
                 return Err(format!(
                     "--relay: the prefix `{}` is given twice",
                     relay.prefix
+                ));
+            }
+        }
+        for (i, (prefix, _)) in self.relay_subprotocols.iter().enumerate() {
+            if self.relay_subprotocols[..i]
+                .iter()
+                .any(|(p, _)| p == prefix)
+            {
+                return Err(format!(
+                    "--relay-subprotocol: the prefix `{prefix}` is given twice"
                 ));
             }
         }
@@ -224,6 +256,21 @@ mod tests {
         assert!(parse_relay("/app").is_err());
         assert!(parse_relay("app=ws://h/").is_err());
         assert!(parse_relay("/app=http://h/").is_err());
+    }
+
+    #[test]
+    fn relay_subprotocols() {
+        assert_eq!(
+            parse_relay_subprotocols("/stomp=v12.stomp, v11.stomp"),
+            Ok((
+                "/stomp".to_owned(),
+                vec!["v12.stomp".to_owned(), "v11.stomp".to_owned()]
+            ))
+        );
+        assert!(parse_relay_subprotocols("/stomp").is_err());
+        assert!(parse_relay_subprotocols("/stomp=").is_err());
+        assert!(parse_relay_subprotocols("/stomp=a b").is_err());
+        assert!(parse_relay_subprotocols("stomp=v12.stomp").is_err());
     }
 
     #[test]

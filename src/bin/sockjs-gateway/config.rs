@@ -15,7 +15,8 @@ use toml::Spanned;
 
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_timeout, parse_upstream,
+    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol, parse_timeout,
+    parse_upstream,
 };
 
 /// The whole file.
@@ -111,6 +112,7 @@ service_tables! {
         kind: Spanned<Kind>,
         upstream: Option<Spanned<Upstream>>,
         forward_headers: Option<Spanned<Vec<HeaderName>>>,
+        subprotocol: Option<Spanned<Subprotocols>>,
         ca: Option<Spanned<PathBuf>>,
         connect_timeout: Option<Spanned<Timeout>>,
     }
@@ -231,7 +233,25 @@ fn check(file: &ConfigFile, text: &str) -> Result<(), (Range<usize>, String)> {
             }
             _ => {}
         }
+        if let (Some(protocols), Some(upstream)) = (&service.subprotocol, &service.upstream) {
+            if upstream
+                .get_ref()
+                .0
+                .to_ascii_lowercase()
+                .starts_with("tcp://")
+            {
+                return Err((
+                    protocols.span(),
+                    "`subprotocol` is only for a ws:// or wss:// upstream; a TCP upstream has none"
+                        .into(),
+                ));
+            }
+        }
         let relay_only = [
+            (
+                "subprotocol",
+                service.subprotocol.as_ref().map(Spanned::span),
+            ),
             ("ca", service.ca.as_ref().map(Spanned::span)),
             (
                 "connect_timeout",
@@ -270,6 +290,10 @@ pub struct Prefix(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream(pub String);
 
+/// A relay's WebSocket subprotocols: one name, or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subprotocols(pub Vec<String>);
+
 /// A relay's connect timeout: a duration above zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(pub Duration);
@@ -287,6 +311,13 @@ impl<'de> Deserialize<'de> for Prefix {
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Text(parse_upstream).deserialize(d).map(Upstream)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subprotocols {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OneOrList(parse_subprotocol))
+            .map(Subprotocols)
     }
 }
 
@@ -388,6 +419,30 @@ impl<'de, T> Visitor<'de> for ListOf<T> {
         let mut values = Vec::new();
         while let Some(value) = seq.next_element_seed(Text(self.0))? {
             values.push(value);
+        }
+        Ok(values)
+    }
+}
+
+/// A string, or an array of strings, each read through [`Text`]; an empty
+/// array is refused (it would ask for nothing).
+struct OneOrList<T>(fn(&str) -> Result<T, String>);
+
+impl<'de, T> Visitor<'de> for OneOrList<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<T>, E> {
+        (self.0)(text).map(|value| vec![value]).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+        let values = ListOf(self.0).visit_seq(seq)?;
+        if values.is_empty() {
+            return Err(serde::de::Error::custom("the list is empty"));
         }
         Ok(values)
     }

@@ -30,7 +30,7 @@ async fn main() -> std::io::Result<()> {
         Some(path) => config::load(path).unwrap_or_else(|error| refuse_to_start(error)),
         None => config::ConfigFile::default(),
     };
-    let settings = Settings::resolve(&cli, file);
+    let settings = Settings::resolve(&cli, file).unwrap_or_else(|error| refuse_to_start(error));
     let tls = settings
         .tls
         .as_ref()

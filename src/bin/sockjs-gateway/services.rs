@@ -45,13 +45,24 @@ fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
     for header in &spec.forward_headers {
         relay = relay.forward_header(header);
     }
+    for protocol in &spec.subprotocols {
+        relay = relay.subprotocol(protocol);
+    }
     if let Some(ca) = &spec.trusted_ca {
         relay = relay.trust_pem_file(ca)?;
     }
     if let Some(timeout) = spec.connect_timeout {
         relay = relay.connect_timeout(timeout);
     }
-    log::info!("relay {} -> {}", spec.prefix, relay.upstream());
+    match spec.subprotocols.as_slice() {
+        [] => log::info!("relay {} -> {}", spec.prefix, relay.upstream()),
+        protocols => log::info!(
+            "relay {} -> {} (subprotocol {})",
+            spec.prefix,
+            relay.upstream(),
+            protocols.join(", ")
+        ),
+    }
     Ok(relay.service(&spec.prefix, options))
 }
 

@@ -62,6 +62,8 @@ pub struct RelaySpec {
     pub upstream: String,
     /// Request headers passed on to the upstream.
     pub forward_headers: Vec<String>,
+    /// WebSocket subprotocols asked of the upstream, in order.
+    pub subprotocols: Vec<String>,
     /// A PEM file of extra certificate authorities for `wss://`.
     pub trusted_ca: Option<String>,
     /// How long to wait for the upstream connection (default: the library's).
@@ -90,7 +92,9 @@ struct Declared {
 }
 
 impl Settings {
-    pub fn resolve(cli: &Cli, file: ConfigFile) -> Settings {
+    /// Refuses only what no single flag or key can see: a
+    /// `--relay-subprotocol` for a prefix that is not a WebSocket relay.
+    pub fn resolve(cli: &Cli, file: ConfigFile) -> Result<Settings, String> {
         let flags = cli.service_options();
         let sockjs_url = cli
             .sockjs_url
@@ -105,7 +109,7 @@ impl Settings {
             trusted_proxies,
             ..Options::default()
         };
-        let mut services: Vec<ServiceSettings> = declared_services(cli, &file)
+        let mut services: Vec<ServiceSettings> = declared_services(cli, &file)?
             .into_iter()
             .map(|declared| {
                 let layered = file.defaults.overlaid(&declared.own).overlaid(&flags);
@@ -126,7 +130,7 @@ impl Settings {
             }),
             _ => file.tls,
         };
-        Settings {
+        Ok(Settings {
             listen,
             workers: cli.workers.or(file.workers),
             metrics: cli.metrics.or(file.metrics),
@@ -138,13 +142,13 @@ impl Settings {
             redis: cli.redis.clone().or(file.redis),
             advertise: cli.advertise.clone().or(file.advertise),
             services,
-        }
+        })
     }
 }
 
 /// The built-in services unless turned off, then the file's (replacing a
 /// built-in of the same prefix), then the `--relay` flags (replacing any).
-fn declared_services(cli: &Cli, file: &ConfigFile) -> Vec<Declared> {
+fn declared_services(cli: &Cli, file: &ConfigFile) -> Result<Vec<Declared>, String> {
     let mut services = Vec::new();
     if file.builtin_services.unwrap_or(true) {
         services.extend(builtin_services());
@@ -175,7 +179,24 @@ fn declared_services(cli: &Cli, file: &ConfigFile) -> Vec<Declared> {
             }
         }
     }
-    services
+    for (prefix, protocols) in &cli.relay_subprotocols {
+        let flag = format!("--relay-subprotocol {prefix}={}", protocols.join(","));
+        let spec = services.iter_mut().find_map(|s| match &mut s.kind {
+            ServiceKind::Relay(spec) if spec.prefix == *prefix => Some(spec),
+            _ => None,
+        });
+        match spec {
+            None => return Err(format!("{flag}: there is no relay at `{prefix}`")),
+            Some(spec) if spec.upstream.to_ascii_lowercase().starts_with("tcp://") => {
+                return Err(format!(
+                    "{flag}: the relay at `{prefix}` goes to {}, and a TCP upstream has no subprotocol",
+                    spec.upstream
+                ))
+            }
+            Some(spec) => spec.subprotocols = protocols.clone(),
+        }
+    }
+    Ok(services)
 }
 
 fn local(prefix: String, handler: Handler) -> ServiceKind {
@@ -197,6 +218,11 @@ fn from_table(table: &ServiceTable) -> Declared {
                 .forward_headers
                 .as_ref()
                 .map(|headers| headers.get_ref().iter().map(|h| h.0.clone()).collect())
+                .unwrap_or_default(),
+            subprotocols: table
+                .subprotocol
+                .as_ref()
+                .map(|protocols| protocols.get_ref().0.clone())
                 .unwrap_or_default(),
             trusted_ca: table
                 .ca
@@ -312,6 +338,7 @@ mod tests {
     fn resolve(args: &[&str], file: &str) -> Settings {
         let cli = Cli::parse_from(std::iter::once("sockjs-gateway").chain(args.iter().copied()));
         Settings::resolve(&cli, toml::from_str(file).expect("valid test file"))
+            .expect("settings that resolve")
     }
 
     fn service<'a>(settings: &'a Settings, prefix: &str) -> &'a ServiceSettings {
@@ -434,6 +461,36 @@ mod tests {
         for relay in relays {
             assert_eq!(relay.forward_headers, ["authorization"]);
         }
+    }
+
+    #[test]
+    fn relay_subprotocols_from_the_file_and_flags() {
+        let file = "[[service]]\nprefix = \"/stomp\"\nkind = \"relay\"\nupstream = \"ws://127.0.0.1:15674/ws\"\nsubprotocol = \"v12.stomp\"\n";
+        assert_eq!(
+            relay(&resolve(&[], file), "/stomp").subprotocols,
+            ["v12.stomp"]
+        );
+        let flagged = resolve(&["--relay-subprotocol", "/stomp=v11.stomp,v10.stomp"], file);
+        assert_eq!(
+            relay(&flagged, "/stomp").subprotocols,
+            ["v11.stomp", "v10.stomp"]
+        );
+        let refused = |args: &[&str]| {
+            let cli =
+                Cli::parse_from(std::iter::once("sockjs-gateway").chain(args.iter().copied()));
+            Settings::resolve(&cli, ConfigFile::default()).unwrap_err()
+        };
+        let none = refused(&["--relay-subprotocol", "/stomp=v12.stomp"]);
+        assert!(none.contains("there is no relay at `/stomp`"), "{none}");
+        let echo = refused(&["--relay-subprotocol", "/echo=v12.stomp"]);
+        assert!(echo.contains("there is no relay at `/echo`"), "{echo}");
+        let tcp = refused(&[
+            "--relay",
+            "/lines=tcp://127.0.0.1:7000",
+            "--relay-subprotocol",
+            "/lines=v12.stomp",
+        ]);
+        assert!(tcp.contains("a TCP upstream has no subprotocol"), "{tcp}");
     }
 
     #[test]

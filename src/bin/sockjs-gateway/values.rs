@@ -152,6 +152,19 @@ pub fn parse_advertise(text: &str) -> Result<String, String> {
     }
 }
 
+/// A WebSocket subprotocol name (RFC 6455 section 4.1: an HTTP token, such
+/// as `v12.stomp`).
+pub fn parse_subprotocol(text: &str) -> Result<String, String> {
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !text.is_empty() && text.chars().all(token_char) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a WebSocket subprotocol name such as v12.stomp"
+        ))
+    }
+}
+
 pub fn parse_header_name(text: &str) -> Result<String, String> {
     actix_web::http::header::HeaderName::from_bytes(text.as_bytes())
         .map(|name| name.as_str().to_owned())
@@ -236,6 +249,14 @@ mod tests {
         assert_eq!(parse_header_name("Cookie"), Ok("cookie".to_owned()));
         assert!(parse_header_name("bad name").is_err());
         assert!(parse_header_name("").is_err());
+    }
+
+    #[test]
+    fn subprotocols() {
+        assert_eq!(parse_subprotocol("v12.stomp"), Ok("v12.stomp".to_owned()));
+        for bad in ["", "v12 stomp", "a,b", "é"] {
+            assert!(parse_subprotocol(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
