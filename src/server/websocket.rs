@@ -19,7 +19,7 @@ use super::waiting::{Event, RepolledUntilIdle, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
 use crate::protocol::session::{
-    Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
+    messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
 };
 use crate::protocol::{inbound, route};
 
@@ -169,8 +169,8 @@ impl Connection {
                 {
                     break end;
                 }
-                if let Some((messages, bytes)) = waiting_inbound.take() {
-                    waiting_inbound = self.offer_inbound(messages, bytes);
+                if let Some((messages, cost)) = waiting_inbound.take() {
+                    waiting_inbound = self.offer_inbound(messages, cost);
                 }
                 // A WebSocket session drives its own deadlines: no timer task per connection.
                 clock.arm(shared.core.lock().poll_timeout(Instant::now()));
@@ -356,20 +356,20 @@ impl Connection {
         if messages.is_empty() {
             return Ok(None);
         }
-        let bytes = messages.iter().map(String::len).sum();
-        Ok(self.offer_inbound(messages, bytes))
+        let cost = messages_cost(&messages);
+        Ok(self.offer_inbound(messages, cost))
     }
 
     /// Hands messages to the application, or keeps them while its queue is full.
-    fn offer_inbound(&self, messages: Vec<String>, bytes: usize) -> Option<(Vec<String>, usize)> {
+    fn offer_inbound(&self, messages: Vec<String>, cost: usize) -> Option<(Vec<String>, usize)> {
         self.shared
-            .change(|core| match core.check_inbound_room(bytes) {
+            .change(|core| match core.check_inbound_room(cost) {
                 Ok(()) => {
                     self.shared.metrics.messages_in(&messages);
                     core.handle_inbound(messages);
                     (None, core.waiters.happened(Event::Inbound))
                 }
-                Err(InboundRefusal::Full) => (Some((messages, bytes)), ToWake::default()),
+                Err(InboundRefusal::Full) => (Some((messages, cost)), ToWake::default()),
                 Err(InboundRefusal::Closed) => (None, ToWake::default()),
             })
     }
