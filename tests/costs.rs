@@ -4,7 +4,10 @@
 
 mod support;
 
-use support::{Conn, Frame, Request, Server};
+use std::time::{Duration, Instant};
+
+use support::{Conn, Frame, Request, Server, WsEvent};
+use tokio_tungstenite::tungstenite;
 
 /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
 fn proc_kib(pid: u32, field: &str) -> u64 {
@@ -79,4 +82,140 @@ fn a_flood_of_empty_strings_hits_the_bounds_like_any_payload() {
         "peak RSS {peak} KiB for 40 MiB of empty strings"
     );
     drop(sends);
+}
+
+/// A masked client frame header announcing `length` payload bytes.
+fn frame_header(fin: bool, opcode: u8, length: u64) -> Vec<u8> {
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    if length < 126 {
+        out.push(0x80 | length as u8);
+    } else if length <= u64::from(u16::MAX) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(length as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&length.to_be_bytes());
+    }
+    out.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    out
+}
+
+/// Writes `chunks()` to the socket from a thread until the socket refuses
+/// or `limit` bytes went; returns how many went.
+fn stream_out(
+    socket: &std::net::TcpStream,
+    limit: usize,
+    mut chunk: impl FnMut() -> Vec<u8> + Send + 'static,
+) -> std::thread::JoinHandle<usize> {
+    let mut socket = socket.try_clone().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut sent = 0;
+        while sent < limit {
+            let bytes = chunk();
+            if socket.write_all(&bytes).is_err() {
+                break;
+            }
+            sent += bytes.len();
+        }
+        sent
+    })
+}
+
+/// Reads until the close frame and then the end of the connection.
+/// Returns the close, and how long until it came and until the end.
+fn close_and_end(ws: &mut support::Ws) -> (Option<(u16, String)>, Duration, Duration) {
+    let started = Instant::now();
+    let close = loop {
+        match ws.next_event() {
+            WsEvent::Text(_) => continue,
+            WsEvent::Close(close) => break (close, started.elapsed()),
+            WsEvent::Gone(error) => panic!("connection ended without a close: {error}"),
+            WsEvent::Binary(_) => panic!("binary from the server"),
+        }
+    };
+    // After the close, the server hangs up: a read ends (EOF or reset)
+    // within the read timeout.
+    loop {
+        match ws.ws.read() {
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if support::is_timeout(&e) => {
+                panic!("the server kept the connection open after its close")
+            }
+            Err(_) => break,
+        }
+    }
+    (close.0, close.1, started.elapsed())
+}
+
+#[test]
+fn a_websocket_frame_header_announcing_more_than_the_bound_gets_1009_before_its_payload() {
+    let server = Server::start();
+    let pid = server.pid();
+    let mut bystander = server.ws("/echo/000/bystander/websocket");
+    assert_eq!(bystander.next_frame(), Frame::Open);
+    for (path, framed) in [
+        ("/echo/000/liar/websocket", true),
+        ("/echo/websocket", false),
+    ] {
+        let mut ws = server.ws(path);
+        if framed {
+            assert_eq!(ws.next_frame(), Frame::Open);
+        }
+        ws.send_text(r#"["before"]"#);
+        assert_eq!(
+            ws.next_text(),
+            if framed {
+                r#"a["before"]"#
+            } else {
+                r#"["before"]"#
+            }
+        );
+        // A text frame announcing 2^62 bytes, then 256 MiB of it.
+        let mut first = Some(frame_header(true, 1, 1 << 62));
+        let writer = stream_out(ws.ws.get_ref(), 256 << 20, move || {
+            first.take().unwrap_or_else(|| vec![b'x'; 64 * 1024])
+        });
+        let (close, closed, ended) = close_and_end(&mut ws);
+        let sent = writer.join().unwrap();
+        let peak = proc_kib(pid, "VmHWM");
+        eprintln!(
+            "{path}: {close:?} after {closed:?}, connection ended after {ended:?}, \
+             {sent} bytes sent, peak RSS {peak} KiB"
+        );
+        assert_eq!(close.map(|(code, _)| code), Some(1009), "{path}");
+        // What comes after the cut is read and dropped until the connection ends.
+        assert!(
+            ended < Duration::from_secs(5),
+            "{path}: ended after {ended:?}"
+        );
+        assert!(peak < 64 * 1024, "{path}: peak RSS {peak} KiB");
+    }
+    bystander.send_text(r#"["still here"]"#);
+    assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
+}
+
+#[test]
+fn a_never_ending_fragmented_websocket_message_gets_1009() {
+    let server = Server::start();
+    let pid = server.pid();
+    for path in ["/echo/000/fragments/websocket", "/echo/websocket"] {
+        let mut ws = server.ws(path);
+        let mut first = true;
+        let writer = stream_out(ws.ws.get_ref(), 256 << 20, move || {
+            let mut frame = frame_header(false, if first { 1 } else { 0 }, 1000);
+            first = false;
+            frame.resize(frame.len() + 1000, b'x' ^ 0x11);
+            frame
+        });
+        let (close, closed, ended) = close_and_end(&mut ws);
+        let sent = writer.join().unwrap();
+        let peak = proc_kib(pid, "VmHWM");
+        eprintln!(
+            "{path}: {close:?} after {closed:?}, connection ended after {ended:?}, \
+             {sent} bytes sent, peak RSS {peak} KiB"
+        );
+        assert_eq!(close.map(|(code, _)| code), Some(1009), "{path}");
+        assert!(peak < 64 * 1024, "{path}: peak RSS {peak} KiB");
+    }
 }

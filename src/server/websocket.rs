@@ -4,11 +4,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::Bytes;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures::future::{Fuse, FusedFuture};
 use futures::FutureExt;
@@ -18,6 +20,7 @@ use super::shared::SharedSession;
 use super::waiting::{Event, RepolledUntilIdle, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
+use crate::protocol::frame_limit::{FrameLimit, TooLarge};
 use crate::protocol::session::{
     messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
 };
@@ -70,6 +73,7 @@ async fn open(
     let Some(slot) = state.admit(&shared) else {
         return state.refuse_new_session();
     };
+    let payload = limit_frames(req, payload, state.options.max_message_bytes);
     let (response, ws, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
         Err(error) => {
@@ -313,9 +317,10 @@ impl Connection {
             None => return Err(End::Interrupted(None)),
             Some(Err(error)) => {
                 log::debug!("WebSocket protocol error: {error}");
-                let code = match error {
-                    actix_ws::ProtocolError::Overflow => CloseCode::Size,
-                    _ => CloseCode::Protocol,
+                let code = if is_too_large(&error) {
+                    CloseCode::Size
+                } else {
+                    CloseCode::Protocol
                 };
                 return Err(End::Interrupted(Some(code.into())));
             }
@@ -430,6 +435,89 @@ impl Clock {
         }
         self.sleep.as_mut().await;
         self.armed = None;
+    }
+}
+
+/// The client's bytes, cut where a frame header announces more than `max`
+/// payload bytes, or a fragmented message passes `max` in all: no more of
+/// such a frame reaches actix-ws, which would buffer all of it first.
+fn limit_frames(req: &HttpRequest, payload: web::Payload, max: usize) -> web::Payload {
+    let limited = LimitedPayload {
+        inner: payload,
+        limit: FrameLimit::new(max),
+        cut: Cut::No,
+    };
+    let mut payload: actix_web::dev::Payload = actix_web::dev::Payload::Stream {
+        payload: Box::pin(limited),
+    };
+    // The extractor only takes the payload out: it is ready at once.
+    web::Payload::from_request(req, &mut payload)
+        .now_or_never()
+        .and_then(Result::ok)
+        .expect("the payload extractor is infallible")
+}
+
+pin_project_lite::pin_project! {
+    struct LimitedPayload {
+        #[pin]
+        inner: web::Payload,
+        limit: FrameLimit,
+        cut: Cut,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    No,
+    /// The whole frames before the cut have been passed on; the reader is
+    /// given one turn to take them before it hears of the overflow.
+    Announced,
+    Overflowed,
+    Ended,
+}
+
+impl futures::Stream for LimitedPayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        match *this.cut {
+            Cut::No => {}
+            Cut::Announced => {
+                *this.cut = Cut::Overflowed;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Cut::Overflowed => {
+                *this.cut = Cut::Ended;
+                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            }
+            Cut::Ended => return Poll::Ready(None),
+        }
+        let chunk = match std::task::ready!(this.inner.poll_next(cx)) {
+            Some(Ok(chunk)) => chunk,
+            other => return Poll::Ready(other),
+        };
+        match this.limit.scan(&chunk) {
+            Ok(()) => Poll::Ready(Some(Ok(chunk))),
+            Err(TooLarge { at }) => {
+                *this.cut = Cut::Announced;
+                Poll::Ready(Some(Ok(chunk.slice(..at))))
+            }
+        }
+    }
+}
+
+/// A frame or message over the bound, as actix-http, actix-ws or
+/// [`limit_frames`] reports it.
+fn is_too_large(error: &actix_ws::ProtocolError) -> bool {
+    match error {
+        actix_ws::ProtocolError::Overflow => true,
+        actix_ws::ProtocolError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<PayloadError>())
+            .is_some_and(|e| matches!(e, PayloadError::Overflow)),
+        _ => false,
     }
 }
 
