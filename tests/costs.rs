@@ -219,3 +219,86 @@ fn a_never_ending_fragmented_websocket_message_gets_1009() {
         assert!(peak < 64 * 1024, "{path}: peak RSS {peak} KiB");
     }
 }
+
+/// At most this many empty strings fit one frame: 64 KiB of queued cost.
+const EMPTIES_PER_FRAME: usize = 64 * 1024 / 64;
+
+fn check_batch(transport: &str, frame: Frame, got: &mut usize) {
+    match frame {
+        Frame::Messages(batch) => {
+            assert!(
+                batch.len() <= EMPTIES_PER_FRAME,
+                "{transport}: {} messages in one frame",
+                batch.len()
+            );
+            *got += batch.len();
+        }
+        other => panic!("{transport}: {other:?}"),
+    }
+}
+
+#[test]
+fn frames_carry_at_most_64_kib_of_queued_messages_on_every_transport() {
+    let server = Server::start();
+    let port = server.port;
+    let mut ws = server.ws("/broadcast/000/f-ws/websocket");
+    assert_eq!(ws.next_frame(), Frame::Open);
+    let mut raw = server.ws("/broadcast/websocket");
+    let mut xhr = support::xhr_streaming(port, "/broadcast", "f-xhr");
+    xhr.next_line(); // prelude
+    assert_eq!(xhr.next_frame(), Frame::Open);
+    let mut es = support::eventsource(port, "/broadcast", "f-es");
+    es.expect_eventsource_prelude();
+    assert_eq!(es.next_event_frame(), Frame::Open);
+    let mut html = support::htmlfile(port, "/broadcast", "f-html", "cb");
+    html.read_htmlfile_prelude();
+    assert_eq!(html.next_htmlfile_frame(), Frame::Open);
+    assert_eq!(server.poll("/broadcast", "f-poll"), Frame::Open);
+    // The raw member is in once it answers: its first broadcast comes back.
+    raw.send_text("joined");
+    assert_eq!(raw.next_text(), "joined");
+    let total = 5000;
+    assert_eq!(ws.next_frame(), Frame::Messages(vec!["joined".into()]));
+    assert_eq!(xhr.next_frame(), Frame::Messages(vec!["joined".into()]));
+    assert_eq!(
+        es.next_event_frame(),
+        Frame::Messages(vec!["joined".into()])
+    );
+    assert_eq!(
+        html.next_htmlfile_frame(),
+        Frame::Messages(vec!["joined".into()])
+    );
+    assert_eq!(
+        server.poll("/broadcast", "f-poll"),
+        Frame::Messages(vec!["joined".into()])
+    );
+    let empties = format!("[{}]", vec!["\"\""; total].join(","));
+    ws.send_text(&empties);
+    let (mut on_ws, mut on_xhr, mut on_es, mut on_html, mut on_poll) = (0, 0, 0, 0, 0);
+    while on_ws < total {
+        check_batch("websocket", ws.next_frame(), &mut on_ws);
+    }
+    while on_xhr < total {
+        check_batch("xhr-streaming", xhr.next_frame(), &mut on_xhr);
+    }
+    while on_es < total {
+        check_batch("eventsource", es.next_event_frame(), &mut on_es);
+    }
+    while on_html < total {
+        check_batch("htmlfile", html.next_htmlfile_frame(), &mut on_html);
+    }
+    while on_poll < total {
+        check_batch(
+            "xhr-polling",
+            server.poll("/broadcast", "f-poll"),
+            &mut on_poll,
+        );
+    }
+    assert_eq!(
+        (on_ws, on_xhr, on_es, on_html, on_poll),
+        (total, total, total, total, total)
+    );
+    for _ in 0..total {
+        assert_eq!(raw.next_text(), "", "raw WebSocket: one message per frame");
+    }
+}
