@@ -42,9 +42,9 @@ fn a_flood_of_empty_strings_hits_the_bounds_like_any_payload() {
     let before = proc_kib(pid, "VmRSS");
     let (body, count) = empty_strings(1024 * 1024);
     assert_eq!((body.len(), count), (1024 * 1024, 349_525));
-    // 40 MiB of sends, 14 million empty strings; nobody polls the session.
+    // 20 MiB of sends, 7 million empty strings; nobody polls the session.
     let request = Request::post("/echo/000/empties/xhr_send", &body);
-    let sends: Vec<Conn> = (0..40)
+    let sends: Vec<Conn> = (0..20)
         .map(|_| {
             let mut conn = server.connect();
             conn.send(&request);
@@ -78,8 +78,8 @@ fn a_flood_of_empty_strings_hits_the_bounds_like_any_payload() {
     let after = proc_kib(pid, "VmRSS");
     eprintln!("RSS {before} KiB before, {after} KiB after {taken} messages taken, peak {peak} KiB");
     assert!(
-        peak < 200 * 1024,
-        "peak RSS {peak} KiB for 40 MiB of empty strings"
+        peak < 128 * 1024,
+        "peak RSS {peak} KiB for 20 MiB of empty strings"
     );
     drop(sends);
 }
@@ -301,4 +301,90 @@ fn frames_carry_at_most_64_kib_of_queued_messages_on_every_transport() {
     for _ in 0..total {
         assert_eq!(raw.next_text(), "", "raw WebSocket: one message per frame");
     }
+}
+
+/// A connection to the server whose receive buffer is 4 KiB: a client on a
+/// slow link, or one that keeps its window tiny on purpose.
+fn tiny_window_conn(port: u16) -> Conn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&address.into()).unwrap();
+    Conn::from_stream(socket.into(), port)
+}
+
+/// The kernel's state (`/proc/net/tcp`, 1 = ESTABLISHED) of the server's
+/// end of the connection from `client_port`, if it still has one.
+fn server_socket_state(server_port: u16, client_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote) = (port(fields.get(1)?)?, port(fields.get(2)?)?);
+        (local == server_port && remote == client_port)
+            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+/// send-timeout (1 s) + the close grace (2 s) + slack for a debug build.
+const GONE_WITHIN: Duration = Duration::from_secs(1 + 2 + 3);
+
+/// Waits until the server's end of the connection is gone, then checks the
+/// client's end sees it (EOF or reset after at most what its buffer held).
+fn expect_dropped(server: &Server, conn: &mut Conn, since: Instant, what: &str) -> Duration {
+    use std::io::Read;
+    let client_port = conn.stream.local_addr().unwrap().port();
+    assert_eq!(
+        server_socket_state(server.port, client_port),
+        Some(1),
+        "{what}: established"
+    );
+    support::poll_until(
+        &format!("{what}: the server to drop the connection"),
+        GONE_WITHIN,
+        || {
+            server_socket_state(server.port, client_port)
+                .is_none()
+                .then_some(())
+        },
+    );
+    let gone = since.elapsed();
+    let mut buffer = [0; 64 * 1024];
+    let mut drained = 0;
+    loop {
+        match conn.stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+        assert!(drained < 1 << 20, "{what}: the connection still delivers");
+    }
+    gone
+}
+
+#[test]
+fn a_stalled_websocket_client_loses_its_connection_within_send_timeout_and_grace() {
+    let server = Server::start_with(&["--send-timeout", "1s"]);
+    let mut conn = tiny_window_conn(server.port);
+    conn.send(&support::ws_request("/amplify/000/stalled/websocket", &[]));
+    assert_eq!(conn.read_head().status, 101);
+    let mut bystander = server.ws("/echo/000/bystander/websocket");
+    assert_eq!(bystander.next_frame(), Frame::Open);
+    // Asks for 200 messages of 256 KiB (50 MiB, more than every buffer on
+    // the way holds), and reads none of them.
+    let started = Instant::now();
+    let ask = [frame_header(true, 1, 6), b"[\"18\"]".to_vec()].concat();
+    let masked: Vec<u8> = {
+        let (head, body) = ask.split_at(ask.len() - 6);
+        let mask = &head[head.len() - 4..];
+        let body = body.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]);
+        head.iter().copied().chain(body).collect()
+    };
+    for _ in 0..200 {
+        conn.write_all(&masked);
+    }
+    let gone = expect_dropped(&server, &mut conn, started, "websocket");
+    eprintln!("stalled websocket dropped {gone:?} after its last request");
+    bystander.send_text(r#"["still here"]"#);
+    assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
 }

@@ -69,6 +69,11 @@ pub fn messages_cost(messages: &[String]) -> usize {
     messages.len() * MESSAGE_OVERHEAD + messages.iter().map(String::len).sum::<usize>()
 }
 
+/// How long a client closed as too slow (4008) has to take its close frame
+/// before its receiver is let go; the transport then gives its connection
+/// as long again to end before dropping it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// The close a session gets when its client takes nothing for `send_timeout`.
 pub const SEND_TIMEOUT_CODE: u16 = 4008;
 pub const SEND_TIMEOUT_REASON: &str = "Send timeout";
@@ -556,6 +561,17 @@ impl Session {
         self.close_reason().cloned().map(InboundEvent::Closed)
     }
 
+    /// The transport's write of a frame already taken has not gone through
+    /// for `send_timeout`: the client is as slow as one that leaves its
+    /// queue full, and the session closes the same way (a no-op if closed).
+    pub fn handle_write_stalled(&mut self) {
+        let frame = Frame::Close {
+            code: SEND_TIMEOUT_CODE,
+            reason: SEND_TIMEOUT_REASON.to_owned(),
+        };
+        self.close_with(CloseReason::SendTimeout, frame);
+    }
+
     /// The clock reached `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> TimeoutOutcome {
         if self.expired {
@@ -637,6 +653,12 @@ impl Session {
     /// frame gives up on that receiver.
     fn flush_deadline(&self) -> Option<Instant> {
         match (&self.receiver, self.closed_at, self.config.send_timeout) {
+            // It has had its send timeout already.
+            (Some(_), Some(closed_at), Some(_))
+                if self.close_reason() == Some(&CloseReason::SendTimeout) =>
+            {
+                Some(closed_at + CLOSE_GRACE)
+            }
             (Some(_), Some(closed_at), Some(timeout)) => Some(closed_at + timeout),
             _ => None,
         }
@@ -1233,6 +1255,20 @@ mod tests {
             encoded(s.poll_delivery(r, deadline)),
             frame(r#"c[4008,"Send timeout"]"#, true)
         );
+    }
+
+    #[test]
+    fn a_write_that_stalls_closes_the_session_as_too_slow() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.send("taken".into(), now).unwrap();
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT), "nothing queued");
+        s.handle_write_stalled();
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout));
+        s.handle_write_stalled();
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout), "once");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use futures::future::{Fuse, FusedFuture};
 use futures::FutureExt;
 use tokio::time::Sleep;
 
+use super::connection::{abort_after, AbortHandle};
 use super::shared::SharedSession;
 use super::waiting::{Event, RepolledUntilIdle, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
@@ -23,6 +24,7 @@ use crate::protocol::frame::Frame;
 use crate::protocol::frame_limit::{FrameLimit, TooLarge};
 use crate::protocol::session::{
     messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
+    CLOSE_GRACE,
 };
 use crate::protocol::{inbound, route};
 
@@ -94,6 +96,7 @@ async fn open(
         .aggregate_continuations()
         .max_continuation_size(state.options.max_message_bytes);
     let connection = Connection {
+        abort: req.conn_data::<AbortHandle>().cloned(),
         shared,
         id,
         ws,
@@ -124,6 +127,8 @@ struct Connection {
     ws: actix_ws::Session,
     framing: Framing,
     awaiting_pong: bool,
+    /// Drops the connection if it outlives the session by [`CLOSE_GRACE`].
+    abort: Option<AbortHandle>,
     /// Counts this connection against the service's session cap while it lives.
     _slot: SessionSlot,
 }
@@ -219,18 +224,21 @@ impl Connection {
         if let Poll::Ready(end) = futures::poll!(&mut write) {
             return end;
         }
-        // Once the session is over (its last frame is what waits), the client
-        // gets `send_timeout` to take it, and then it is dropped.
-        let mut give_up_at = None;
+        // A frame the client takes nothing of for `send_timeout` makes it as
+        // slow as a full queue would (the frame is out of the queue, and the
+        // handler may wait for the client rather than queue more); so does
+        // the last frame of a session that is over.
+        let give_up_at = shared
+            .core
+            .lock()
+            .send_timeout()
+            .map(|timeout| Instant::now() + timeout);
         loop {
             // While the write waits, the application may queue more and so
             // bring the send deadline forward: it says so with `Event::Deadline`.
             let now = Instant::now();
             let (deadline, deadline_seen) = {
                 let mut core = shared.core.lock();
-                if core.is_expired() && give_up_at.is_none() {
-                    give_up_at = core.send_timeout().map(|timeout| now + timeout);
-                }
                 (core.poll_timeout(now), core.waiters.count(Event::Deadline))
             };
             clock.arm(deadline);
@@ -242,8 +250,15 @@ impl Connection {
                 // run into the bound and the send timeout.
                 _ = &mut *application => {}
                 _ = clock.fired() => {
-                    let gave_up = give_up_at.is_some_and(|at| Instant::now() >= at);
-                    if gave_up || shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
+                    if give_up_at.is_some_and(|at| Instant::now() >= at) {
+                        shared.change(|core| {
+                            core.handle_write_stalled();
+                            ((), core.waiters.all_happened())
+                        });
+                        log::debug!("a WebSocket client took nothing of a frame for the send timeout");
+                        return Some(End::Stalled);
+                    }
+                    if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
                         log::debug!("a WebSocket client took nothing for the send timeout");
                         return Some(End::Stalled);
                     }
@@ -389,16 +404,18 @@ impl Connection {
             .lock()
             .detach_receiver(self.id, how, Instant::now());
         self.shared.wake_all();
-        match end {
-            // A close would wait behind what the client does not read: drop it.
-            End::Closed | End::Stalled => {}
-            End::ClientClosed => {
-                let _ = self.ws.close(None).await;
-            }
-            End::Interrupted(reason) => {
-                let _ = self.ws.close(reason).await;
-            }
+        let abort = self.abort.clone();
+        // A close waits behind what the client does not read: it gets
+        // `CLOSE_GRACE` to go out, and the connection as long to end.
+        let close = match end {
+            End::Closed | End::Stalled => None,
+            End::ClientClosed => Some(None),
+            End::Interrupted(reason) => Some(reason),
+        };
+        if let Some(reason) = close {
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(reason)).await;
         }
+        abort_after(abort, CLOSE_GRACE);
     }
 }
 

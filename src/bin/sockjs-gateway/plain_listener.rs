@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
-use actix_http::{HttpService, Request, Response};
+use actix_http::{Extensions, HttpService, Request, Response};
 use actix_rt::net::TcpStream;
 use actix_service::{
     fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
@@ -20,6 +20,7 @@ use actix_service::{
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server};
 use futures::future::ready;
+use sockjs_gateway::AbortableStream;
 
 /// actix-web's defaults for the request head and the client's goodbye.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +62,11 @@ where
                 // As over TLS: see main.rs.
                 .h1_allow_half_closed(false)
                 .local_addr(local)
+                // Lets sessions drop the connection of a client they gave
+                // up on, which actix would otherwise flush for ever.
+                .on_connect_ext(|io: &AbortableStream, data: &mut Extensions| {
+                    data.insert(io.handle());
+                })
                 .h1(map_config(app, |_| AppConfig::default()));
             // The HTTP/1 service's own `tcp()` ignores `tcp_nodelay`, and
             // Nagle's algorithm would hold each small frame behind the
@@ -68,7 +74,7 @@ where
             fn_service(|io: TcpStream| {
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
-                ready(Ok::<_, DispatchError>((io, peer)))
+                ready(Ok::<_, DispatchError>((AbortableStream::new(io), peer)))
             })
             .and_then(http1)
         })?;
