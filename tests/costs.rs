@@ -388,3 +388,49 @@ fn a_stalled_websocket_client_loses_its_connection_within_send_timeout_and_grace
     bystander.send_text(r#"["still here"]"#);
     assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
 }
+
+#[test]
+fn a_tcp_relay_stops_reading_its_upstream_when_the_client_queue_is_full_even_for_empty_lines() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    let (written_tx, written) = std::sync::mpsc::channel();
+    // The upstream writes 20 MB of bare newlines, 20 million empty messages,
+    // for as long as the gateway takes them (a write that waits 2 s ends it).
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let chunk = vec![b'\n'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 20_000_000 && stream.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        let _ = written_tx.send(sent);
+    });
+    let server = Server::start_with(&[
+        "--relay",
+        &format!("/up=tcp://127.0.0.1:{upstream_port}"),
+        "--disconnect-delay",
+        "30s",
+    ]);
+    let pid = server.pid();
+    // A session whose client polls once, then takes nothing.
+    assert_eq!(server.xhr("/up", "quiet").text(), "o\n");
+    let sent = written
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the upstream's writes stop");
+    let peak = proc_kib(pid, "VmHWM");
+    eprintln!("the upstream got {sent} bytes in before it was held back; peak RSS {peak} KiB");
+    assert!(
+        sent < 10_000_000,
+        "the relay read {sent} bytes for a client that takes nothing"
+    );
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
+    // The session still holds them in order: the first frame is a batch of them.
+    let frame = server.xhr("/up", "quiet").text();
+    assert!(frame.starts_with("a[\"\""), "{frame:.40}");
+}
