@@ -314,14 +314,17 @@ fn tiny_window_conn(port: u16) -> Conn {
 }
 
 /// The kernel's state (`/proc/net/tcp`, 1 = ESTABLISHED) of the server's
-/// end of the connection from `client_port`, if it still has one.
+/// end of the connection from `client_port`, while a process holds it (an
+/// orphan, inode 0, is the kernel's alone: it holds no task or buffer of
+/// the gateway's, only its last bytes, until the kernel gives up on them).
 fn server_socket_state(server_port: u16, client_port: u16) -> Option<u8> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (local, remote) = (port(fields.get(1)?)?, port(fields.get(2)?)?);
-        (local == server_port && remote == client_port)
+        let held = fields.get(9).is_some_and(|inode| *inode != "0");
+        (local == server_port && remote == client_port && held)
             .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
             .flatten()
     })
@@ -332,7 +335,13 @@ const GONE_WITHIN: Duration = Duration::from_secs(1 + 2 + 3);
 
 /// Waits until the server's end of the connection is gone, then checks the
 /// client's end sees it (EOF or reset after at most what its buffer held).
-fn expect_dropped(server: &Server, conn: &mut Conn, since: Instant, what: &str) -> Duration {
+fn expect_dropped(
+    server: &Server,
+    conn: &mut Conn,
+    since: Instant,
+    within: Duration,
+    what: &str,
+) -> Duration {
     use std::io::Read;
     let client_port = conn.stream.local_addr().unwrap().port();
     assert_eq!(
@@ -342,7 +351,7 @@ fn expect_dropped(server: &Server, conn: &mut Conn, since: Instant, what: &str) 
     );
     support::poll_until(
         &format!("{what}: the server to drop the connection"),
-        GONE_WITHIN,
+        within,
         || {
             server_socket_state(server.port, client_port)
                 .is_none()
@@ -383,7 +392,7 @@ fn a_stalled_websocket_client_loses_its_connection_within_send_timeout_and_grace
     for _ in 0..200 {
         conn.write_all(&masked);
     }
-    let gone = expect_dropped(&server, &mut conn, started, "websocket");
+    let gone = expect_dropped(&server, &mut conn, started, GONE_WITHIN, "websocket");
     eprintln!("stalled websocket dropped {gone:?} after its last request");
     bystander.send_text(r#"["still here"]"#);
     assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
@@ -433,4 +442,41 @@ fn a_tcp_relay_stops_reading_its_upstream_when_the_client_queue_is_full_even_for
     // The session still holds them in order: the first frame is a batch of them.
     let frame = server.xhr("/up", "quiet").text();
     assert!(frame.starts_with("a[\"\""), "{frame:.40}");
+}
+
+#[test]
+fn a_stalled_http_streaming_client_loses_its_connection_within_send_timeout_and_grace() {
+    let server = Server::start_with(&["--send-timeout", "1s"]);
+    for (transport, method, path) in [
+        (
+            "xhr-streaming",
+            "POST",
+            "/amplify/000/stalled-xhr/xhr_streaming",
+        ),
+        ("eventsource", "GET", "/amplify/000/stalled-es/eventsource"),
+        ("htmlfile", "GET", "/amplify/000/stalled-html/htmlfile?c=cb"),
+    ] {
+        let mut conn = tiny_window_conn(server.port);
+        conn.send(&Request::new(method, path));
+        assert_eq!(conn.read_head().status, 200, "{transport}");
+        let sid = path.split('/').nth(3).unwrap();
+        // 40 messages of 256 KiB, none of them read: the response ends by
+        // its size limit, but its last frame never gets out.
+        let started = Instant::now();
+        server.send_ok(
+            "/amplify",
+            sid,
+            &format!("[{}]", vec!["\"18\""; 40].join(",")),
+        );
+        // A response that went to the kernel whole ends, and actix closes the
+        // idle connection after its 5 s keep-alive; one actix cannot flush
+        // is reset after the send timeout and the grace.
+        let within = Duration::from_secs(5 + 3);
+        let gone = expect_dropped(&server, &mut conn, started, within, transport);
+        eprintln!("stalled {transport} dropped {gone:?} after its request");
+        assert_eq!(
+            server.xhr("/echo", &format!("{sid}-bystander")).text(),
+            "o\n"
+        );
+    }
 }

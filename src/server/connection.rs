@@ -18,13 +18,22 @@ use std::time::Duration;
 
 use actix_rt::net::TcpStream;
 use parking_lot::Mutex;
+use std::future::Future;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// An accepted TCP stream whose connection an [`AbortHandle`] can drop.
 /// Reads and writes go straight to the stream; only its drop takes a lock.
 pub struct AbortableStream {
     stream: TcpStream,
     socket: Arc<Mutex<Option<RawFd>>>,
+    /// How long a write may wait with no byte taken before the connection
+    /// is reset; `None` waits for ever.
+    stall_limit: Option<Duration>,
+    /// Armed while a write waits; made only for connections that ever wait.
+    stalled: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
 }
 
 /// Drops a connection at once, discarding what its socket still holds.
@@ -39,7 +48,58 @@ pub struct AbortHandle {
 impl AbortableStream {
     pub fn new(stream: TcpStream) -> Self {
         let socket = Arc::new(Mutex::new(Some(stream.as_raw_fd())));
-        AbortableStream { stream, socket }
+        AbortableStream {
+            stream,
+            socket,
+            stall_limit: None,
+            stalled: None,
+            waiting: false,
+        }
+    }
+
+    /// Resets the connection once a write has waited `limit` with no byte
+    /// taken: a client that stopped reading does not keep its socket, nor
+    /// what actix still has to write to it, however a response ended.
+    pub fn with_stall_limit(mut self, limit: Option<Duration>) -> Self {
+        self.stall_limit = limit;
+        self
+    }
+
+    /// After a write came back pending: ready once it has waited too long.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(limit) = self.stall_limit else {
+            return Poll::Pending;
+        };
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + limit;
+            match &mut self.stalled {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.stalled = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let sleep = self.stalled.as_mut().expect("armed above");
+        std::task::ready!(sleep.as_mut().poll(cx));
+        log::debug!("a client took nothing for {limit:?}; its connection is reset");
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client takes nothing",
+        ))
+    }
+
+    fn written<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            ready => {
+                self.waiting = false;
+                ready
+            }
+        }
     }
 
     pub fn handle(&self) -> AbortHandle {
@@ -97,7 +157,9 @@ impl AsyncWrite for AbortableStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.written(cx, result)
     }
 
     fn poll_write_vectored(
@@ -105,7 +167,9 @@ impl AsyncWrite for AbortableStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.written(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -28,9 +28,12 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A server on `addrs` running `app` on every worker; also the addresses
 /// actually bound (port 0 picks one).
+/// `stall_limit`: how long a write to a client may wait with nothing taken
+/// before its connection is reset.
 pub fn serve<F, I, S, B>(
     addrs: &[SocketAddr],
     workers: Option<usize>,
+    stall_limit: Option<Duration>,
     app: F,
 ) -> std::io::Result<(Server, Vec<SocketAddr>)>
 where
@@ -71,10 +74,11 @@ where
             // The HTTP/1 service's own `tcp()` ignores `tcp_nodelay`, and
             // Nagle's algorithm would hold each small frame behind the
             // client's delayed ACK (40 ms per polling round trip).
-            fn_service(|io: TcpStream| {
+            fn_service(move |io: TcpStream| {
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
-                ready(Ok::<_, DispatchError>((AbortableStream::new(io), peer)))
+                let io = AbortableStream::new(io).with_stall_limit(stall_limit);
+                ready(Ok::<_, DispatchError>((io, peer)))
             })
             .and_then(http1)
         })?;
