@@ -480,3 +480,62 @@ fn a_stalled_http_streaming_client_loses_its_connection_within_send_timeout_and_
         );
     }
 }
+
+#[test]
+fn a_websocket_upstream_frame_header_announcing_more_than_the_bound_closes_the_relayed_session() {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    // An upstream that accepts the handshake, then sends a text frame
+    // header announcing 2^62 bytes and streams 64 MiB of it.
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut key = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("sec-websocket-key") {
+                    key = value.trim().to_owned();
+                }
+            }
+        }
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut stream = stream;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let mut frame = vec![0x81, 127];
+        frame.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        let mut sent = 0;
+        if stream.write_all(head.as_bytes()).is_ok() && stream.write_all(&frame).is_ok() {
+            let chunk = vec![b'x'; 64 * 1024];
+            while sent < 64 << 20 && stream.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+        }
+        let _ = sent_tx.send(sent);
+    });
+    let server = Server::start_with(&["--relay", &format!("/up=ws://127.0.0.1:{upstream_port}/")]);
+    let pid = server.pid();
+    let mut ws = server.ws("/up/000/liar-upstream/websocket");
+    assert_eq!(ws.next_frame(), Frame::Open);
+    assert_eq!(
+        ws.next_frame(),
+        support::close_frame(4501, "Upstream message too large")
+    );
+    let sent = sent.recv_timeout(Duration::from_secs(20)).unwrap();
+    let peak = proc_kib(pid, "VmHWM");
+    eprintln!("upstream liar: {sent} bytes sent after the header, peak RSS {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
