@@ -62,6 +62,7 @@ pub use peer::Peer;
 pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
 pub use protocol::session::{CloseReason, Overflow, SendError};
+pub use server::connection::{AbortHandle, AbortableStream};
 pub use session::{ConnectionId, Session};
 
 use server::ServiceState;

@@ -40,10 +40,12 @@ pub struct Options {
     pub cookie_needed: bool,
     /// Which transports this service offers.
     pub transports: Transports,
-    /// Bound on a session's messages waiting for the client, in bytes.
+    /// Bound on a session's messages waiting for the client, in bytes: each
+    /// counts its text plus [`crate::protocol::session::MESSAGE_OVERHEAD`].
     pub max_queued_bytes: usize,
     /// Bound on one inbound request body or WebSocket message, in bytes; also
-    /// the bound on messages waiting for the application.
+    /// the bound on messages waiting for the application (counted as
+    /// `max_queued_bytes` is).
     pub max_message_bytes: usize,
     /// How long queued messages may wait for the client before the session
     /// is closed with `4008 "Send timeout"`; zero waits for ever.

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use in_process::InProcess;
+use sockjs_gateway::protocol::session::message_cost;
 use sockjs_gateway::{Options, Overflow, Session, SockJs};
 use support::{close_frame, ws_connect, Conn, Frame, Request, Server};
 
@@ -237,7 +238,7 @@ fn drop_oldest_keeps_the_newest_and_never_blocks_the_sender() {
     let (tx, rx) = mpsc::channel();
     let options = Options {
         overflow: Overflow::DropOldest,
-        max_queued_bytes: 100,
+        max_queued_bytes: 25 * message_cost(4),
         ..Options::default()
     };
     let server = InProcess::start(vec![SockJs::new(
@@ -261,7 +262,7 @@ fn drop_oldest_keeps_the_newest_and_never_blocks_the_sender() {
     let Frame::Messages(kept) = server.poll("/feed/0/s/xhr") else {
         panic!("expected the newest messages");
     };
-    assert_eq!(kept.len(), 25, "100 bytes of 4-byte messages");
+    assert_eq!(kept.len(), 25, "room for 25 4-byte messages");
     assert_eq!(kept.last().map(String::as_str), Some("0999"));
     let numbers: Vec<u32> = kept.iter().map(|m| m.parse().unwrap()).collect();
     assert!(

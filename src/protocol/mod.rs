@@ -4,6 +4,7 @@
 
 pub mod client_addr;
 pub mod frame;
+pub mod frame_limit;
 pub mod inbound;
 pub mod origin;
 pub mod route;

@@ -21,9 +21,10 @@ pub struct SessionConfig {
     pub disconnect_delay: Duration,
     /// Bytes of frames after which a streaming receiver ends its response.
     pub response_limit: usize,
-    /// Bound on messages waiting for a receiver, in bytes.
+    /// Bound on messages waiting for a receiver, in bytes of [`message_cost`].
     pub max_queued_bytes: usize,
-    /// Bound on messages received but not yet taken by the application, in bytes.
+    /// Bound on messages received but not yet taken by the application, in
+    /// bytes of [`message_cost`].
     pub max_inbound_bytes: usize,
     /// How long queued messages may wait for the client to take them before
     /// the session is closed as too slow; `None` waits for ever.
@@ -44,8 +45,34 @@ pub enum Overflow {
     DropOldest,
 }
 
-/// The most message bytes one frame carries (unless a single message is larger).
+/// The most one frame carries, in bytes of [`message_cost`] (unless a
+/// single message costs more).
 pub const MAX_FRAME_BATCH_BYTES: usize = 64 * 1024;
+
+/// What a queued message costs beyond its text, so that every bound counts
+/// memory and not what a message claims: an empty string is no free ride.
+/// It covers the `String` header (24 bytes) in its queue slot, the same
+/// header again in the `Vec` that carries it on (the decoded payload, the
+/// frame's batch), and the allocator's header and rounding of the text's
+/// heap block (16).
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// What a message of `text_len` bytes costs in a queue.
+#[inline]
+pub const fn message_cost(text_len: usize) -> usize {
+    MESSAGE_OVERHEAD + text_len
+}
+
+/// What these messages cost in a queue, all together.
+#[inline]
+pub fn messages_cost(messages: &[String]) -> usize {
+    messages.len() * MESSAGE_OVERHEAD + messages.iter().map(String::len).sum::<usize>()
+}
+
+/// How long a client closed as too slow (4008) has to take its close frame
+/// before its receiver is let go; the transport then gives its connection
+/// as long again to end before dropping it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The close a session gets when its client takes nothing for `send_timeout`.
 pub const SEND_TIMEOUT_CODE: u16 = 4008;
@@ -270,7 +297,8 @@ impl Session {
         self.receiver.is_some()
     }
 
-    /// Bytes of outgoing messages waiting for a receiver.
+    /// What the outgoing messages waiting for a receiver cost, in bytes of
+    /// [`message_cost`].
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -388,40 +416,42 @@ impl Session {
     }
 
     /// Queued messages for one frame, in order: all of them, or as many as
-    /// fit in [`MAX_FRAME_BATCH_BYTES`] (always at least one). Transports
-    /// buffer a few frames each, so this bounds what a stalled client can
-    /// hold beyond the queue.
+    /// cost at most [`MAX_FRAME_BATCH_BYTES`] (always at least one).
+    /// Transports buffer a few frames each, so this bounds what a stalled
+    /// client can hold beyond the queue.
     fn take_batch(&mut self, now: Instant) -> Vec<String> {
         if self.queued_bytes <= MAX_FRAME_BATCH_BYTES {
             self.queued_bytes = 0;
             self.queued_since = None;
             return self.outgoing.drain(..).collect();
         }
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = self.outgoing.front() {
-            if !batch.is_empty() && bytes + next.len() > MAX_FRAME_BATCH_BYTES {
+        let mut taken = 0;
+        let mut cost = 0;
+        for next in &self.outgoing {
+            let next = message_cost(next.len());
+            if taken > 0 && cost + next > MAX_FRAME_BATCH_BYTES {
                 break;
             }
-            bytes += next.len();
-            batch.extend(self.outgoing.pop_front());
+            cost += next;
+            taken += 1;
         }
-        self.queued_bytes -= bytes;
+        self.queued_bytes -= cost;
         // What is left has waited since now, as far as the send timeout goes:
         // the client just took something.
-        self.queued_since = (!self.outgoing.is_empty()).then_some(now);
-        batch
+        self.queued_since = (taken < self.outgoing.len()).then_some(now);
+        self.outgoing.drain(..taken).collect()
     }
 
     /// The application sends a message; it waits in order for a receiver.
     pub fn send(&mut self, message: String, now: Instant) -> Result<(), SendError> {
         self.check_outgoing_room(message.len())?;
+        let cost = message_cost(message.len());
         if self.config.overflow == Overflow::DropOldest {
             while !self.outgoing.is_empty()
-                && self.queued_bytes + message.len() > self.config.max_queued_bytes
+                && self.queued_bytes + cost > self.config.max_queued_bytes
             {
                 if let Some(dropped) = self.outgoing.pop_front() {
-                    self.queued_bytes -= dropped.len();
+                    self.queued_bytes -= message_cost(dropped.len());
                     self.dropped_messages += 1;
                 }
             }
@@ -437,20 +467,21 @@ impl Session {
                 }
             }
         }
-        self.queued_bytes += message.len();
+        self.queued_bytes += cost;
         self.outgoing.push_back(message);
         Ok(())
     }
 
-    /// Whether a message of `bytes` can be queued now. The queue always takes
-    /// one message when it is empty, so a message larger than the bound still
-    /// goes; under [`Overflow::DropOldest`] it always takes one.
-    pub fn check_outgoing_room(&self, bytes: usize) -> Result<(), SendError> {
+    /// Whether a message of `text_len` bytes can be queued now (it costs
+    /// [`message_cost`]). The queue always takes one message when it is
+    /// empty, so a message larger than the bound still goes; under
+    /// [`Overflow::DropOldest`] it always takes one.
+    pub fn check_outgoing_room(&self, text_len: usize) -> Result<(), SendError> {
         if self.closure.is_some() {
             Err(SendError::Closed)
         } else if self.config.overflow == Overflow::Close
             && !self.outgoing.is_empty()
-            && self.queued_bytes + bytes > self.config.max_queued_bytes
+            && self.queued_bytes + message_cost(text_len) > self.config.max_queued_bytes
         {
             Err(SendError::Full)
         } else {
@@ -494,12 +525,13 @@ impl Session {
         true
     }
 
-    /// Whether `bytes` more of inbound messages can be taken now.
-    pub fn check_inbound_room(&self, bytes: usize) -> Result<(), InboundRefusal> {
+    /// Whether inbound messages costing `cost` (from [`messages_cost`]) can
+    /// be taken now. An empty queue takes any one payload.
+    pub fn check_inbound_room(&self, cost: usize) -> Result<(), InboundRefusal> {
         if self.closure.is_some() {
             Err(InboundRefusal::Closed)
         } else if self.inbound_bytes > 0
-            && self.inbound_bytes + bytes > self.config.max_inbound_bytes
+            && self.inbound_bytes + cost > self.config.max_inbound_bytes
         {
             Err(InboundRefusal::Full)
         } else {
@@ -513,8 +545,8 @@ impl Session {
         if self.closure.is_some() {
             return;
         }
+        self.inbound_bytes += messages_cost(&messages);
         for message in messages {
-            self.inbound_bytes += message.len();
             self.inbound.push_back(message);
         }
     }
@@ -523,10 +555,21 @@ impl Session {
     /// reason if the session is closed.
     pub fn take_inbound(&mut self) -> Option<InboundEvent> {
         if let Some(message) = self.inbound.pop_front() {
-            self.inbound_bytes -= message.len();
+            self.inbound_bytes -= message_cost(message.len());
             return Some(InboundEvent::Message(message));
         }
         self.close_reason().cloned().map(InboundEvent::Closed)
+    }
+
+    /// The transport's write of a frame already taken has not gone through
+    /// for `send_timeout`: the client is as slow as one that leaves its
+    /// queue full, and the session closes the same way (a no-op if closed).
+    pub fn handle_write_stalled(&mut self) {
+        let frame = Frame::Close {
+            code: SEND_TIMEOUT_CODE,
+            reason: SEND_TIMEOUT_REASON.to_owned(),
+        };
+        self.close_with(CloseReason::SendTimeout, frame);
     }
 
     /// The clock reached `now`.
@@ -610,6 +653,12 @@ impl Session {
     /// frame gives up on that receiver.
     fn flush_deadline(&self) -> Option<Instant> {
         match (&self.receiver, self.closed_at, self.config.send_timeout) {
+            // It has had its send timeout already.
+            (Some(_), Some(closed_at), Some(_))
+                if self.close_reason() == Some(&CloseReason::SendTimeout) =>
+            {
+                Some(closed_at + CLOSE_GRACE)
+            }
             (Some(_), Some(closed_at), Some(timeout)) => Some(closed_at + timeout),
             _ => None,
         }
@@ -643,8 +692,9 @@ mod tests {
     fn config() -> SessionConfig {
         SessionConfig {
             response_limit: 20,
-            max_queued_bytes: 10,
-            max_inbound_bytes: 10,
+            // Two 5-byte messages.
+            max_queued_bytes: 2 * message_cost(5),
+            max_inbound_bytes: 2 * message_cost(5),
             ..SessionConfig::default()
         }
     }
@@ -749,7 +799,7 @@ mod tests {
             ..
         }) = s.poll_delivery(r, now)
         {
-            assert!(batch.iter().map(String::len).sum::<usize>() <= MAX_FRAME_BATCH_BYTES);
+            assert!(messages_cost(&batch) <= MAX_FRAME_BATCH_BYTES);
             seen.extend(batch.into_iter().map(|m| m[..2].to_owned()));
         }
         let expected: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
@@ -760,6 +810,94 @@ mod tests {
         assert!(
             matches!(s.poll_delivery(r, now), Some(Delivery { frame: Frame::Messages(b), .. }) if b.len() == 1)
         );
+    }
+
+    #[test]
+    fn empty_messages_cost_their_overhead_and_fill_the_queue() {
+        let now = Instant::now();
+        let bound = 1024 * 1024;
+        let mut s = Session::new(
+            SessionConfig {
+                max_queued_bytes: bound,
+                ..config()
+            },
+            now,
+        );
+        s.handle_application_started();
+        let mut queued = 0;
+        while s.send(String::new(), now).is_ok() {
+            queued += 1;
+            assert!(queued <= 1_000_000, "a million empty strings never fill it");
+        }
+        assert_eq!(queued, bound / MESSAGE_OVERHEAD);
+        assert_eq!(s.queued_bytes(), queued * MESSAGE_OVERHEAD);
+        assert_eq!(s.check_outgoing_room(0), Err(SendError::Full));
+    }
+
+    #[test]
+    fn empty_inbound_messages_fill_the_inbound_queue() {
+        let (mut s, _) = session();
+        let many = vec![String::new(); 349_524];
+        assert_eq!(messages_cost(&many), 349_524 * MESSAGE_OVERHEAD);
+        assert_eq!(
+            s.check_inbound_room(messages_cost(&many)),
+            Ok(()),
+            "the first payload goes"
+        );
+        s.handle_inbound(many);
+        assert_eq!(
+            s.check_inbound_room(messages_cost(&[String::new()])),
+            Err(InboundRefusal::Full),
+            "and the next waits, however empty"
+        );
+        while let Some(InboundEvent::Message(_)) = s.take_inbound() {}
+        assert_eq!(
+            s.check_inbound_room(messages_cost(&[String::new()])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_frame_of_empty_messages_is_bounded_by_their_cost_in_order() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                max_queued_bytes: usize::MAX,
+                ..config()
+            },
+            now,
+        );
+        s.handle_application_started();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        let total = 100_000;
+        for i in 0..total {
+            // Every thousandth one is numbered, to check the order.
+            let message = if i % 1000 == 0 {
+                i.to_string()
+            } else {
+                String::new()
+            };
+            s.send(message, now).unwrap();
+        }
+        let mut seen = 0;
+        let mut numbered = Vec::new();
+        while let Some(Delivery {
+            frame: frame @ Frame::Messages(_),
+            ..
+        }) = s.poll_delivery(r, now)
+        {
+            let Frame::Messages(batch) = &frame else {
+                unreachable!()
+            };
+            assert!(messages_cost(batch) <= MAX_FRAME_BATCH_BYTES);
+            assert!(frame.encoded_len() <= MAX_FRAME_BATCH_BYTES);
+            numbered.extend(batch.iter().filter(|m| !m.is_empty()).cloned());
+            seen += batch.len();
+        }
+        assert_eq!(seen, total);
+        let expected: Vec<String> = (0..total).step_by(1000).map(|i| i.to_string()).collect();
+        assert_eq!(numbered, expected);
     }
 
     #[test]
@@ -1117,6 +1255,20 @@ mod tests {
             encoded(s.poll_delivery(r, deadline)),
             frame(r#"c[4008,"Send timeout"]"#, true)
         );
+    }
+
+    #[test]
+    fn a_write_that_stalls_closes_the_session_as_too_slow() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.send("taken".into(), now).unwrap();
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT), "nothing queued");
+        s.handle_write_stalled();
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout));
+        s.handle_write_stalled();
+        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout), "once");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! actix-web glue: one dispatcher per service that maps a request to the
 //! protocol core's route and hands it to the endpoint that serves it.
 
+pub mod connection;
 pub(crate) mod headers;
 mod pages;
 mod receiver;

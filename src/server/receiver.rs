@@ -10,6 +10,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
 
+use super::connection::AbortHandle;
 use super::shared::SharedSession;
 use super::waiting::Event;
 use super::{headers, text_response, ServiceState};
@@ -66,6 +67,9 @@ pub async fn respond(
     let source = match attach {
         Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
+            if let Some(connection) = req.conn_data::<AbortHandle>() {
+                shared.core.lock().receiver_connection = Some((id, connection.clone()));
+            }
             shared.notify(Event::Deadline);
             Source::Session(AttachedReceiver {
                 shared,
@@ -171,10 +175,10 @@ struct AttachedReceiver {
 impl Drop for AttachedReceiver {
     fn drop(&mut self) {
         if !self.ended {
-            self.shared
-                .core
-                .lock()
-                .detach_receiver(self.id, Detach::Interrupted, Instant::now());
+            let mut core = self.shared.core.lock();
+            core.forget_connection(self.id);
+            core.detach_receiver(self.id, Detach::Interrupted, Instant::now());
+            drop(core);
             self.shared.wake_all();
         }
     }

@@ -11,7 +11,7 @@ use super::waiting::{Event, ToWake};
 use super::{headers, ServiceState};
 use crate::protocol::inbound::{self, InboundError};
 use crate::protocol::route::SendKind;
-use crate::protocol::session::InboundRefusal;
+use crate::protocol::session::{messages_cost, InboundRefusal};
 
 /// A send's body: still coming, or read already by a node that was about
 /// to forward it.
@@ -98,30 +98,42 @@ async fn deliver(
         SendBody::Coming(payload) => read_bounded(payload, state).await?.freeze(),
         SendBody::Read(body) => body,
     };
-    let messages = match kind {
+    let decode = || match kind {
         SendKind::Xhr => inbound::decode_array(&body),
         SendKind::Jsonp => inbound::decode_jsonp_send(&body, is_form(req)),
-    }
-    .map_err(refused)?;
-    let bytes = messages.iter().map(String::len).sum();
-    let mut messages = Some(messages);
+    };
+    let mut messages = decode().map_err(refused)?;
+    let cost = messages_cost(&messages);
     // Waits while the application has not taken earlier messages: the
     // client's next send waits for this answer, so memory stays bounded.
-    shared
-        .wait_for(Event::InboundRoom, |core| {
-            match core.check_inbound_room(bytes) {
-                Ok(()) => {
-                    let messages = messages.take().unwrap_or_default();
-                    shared.metrics.messages_in(&messages);
-                    core.handle_inbound(messages);
-                    Some((Ok(()), core.waiters.happened(Event::Inbound)))
-                }
-                Err(InboundRefusal::Full) => None,
-                Err(InboundRefusal::Closed) => Some((Err(SESSION_NOT_FOUND), ToWake::default())),
+    // A send that waits keeps only its body, which may cost far less than
+    // its decoded messages (a million empty strings), and decodes it again
+    // (outside the lock) once there is room.
+    loop {
+        let offered = shared.change(|core| match core.check_inbound_room(cost) {
+            Ok(()) => {
+                let messages = std::mem::take(&mut messages);
+                shared.metrics.messages_in(&messages);
+                core.handle_inbound(messages);
+                (Some(Ok(())), core.waiters.happened(Event::Inbound))
             }
-        })
-        .await?;
-    Ok(())
+            Err(InboundRefusal::Full) => (None, ToWake::default()),
+            Err(InboundRefusal::Closed) => (Some(Err(SESSION_NOT_FOUND)), ToWake::default()),
+        });
+        if let Some(result) = offered {
+            return result;
+        }
+        drop(std::mem::take(&mut messages));
+        shared
+            .wait_for(Event::InboundRoom, |core| {
+                match core.check_inbound_room(cost) {
+                    Err(InboundRefusal::Full) => None,
+                    _ => Some(((), ToWake::default())),
+                }
+            })
+            .await;
+        messages = decode().unwrap_or_default();
+    }
 }
 
 /// The whole body: a body trickling in a byte at a time must not hold the

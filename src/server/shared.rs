@@ -12,6 +12,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use parking_lot::Mutex;
 
+use super::connection::AbortHandle;
 use super::waiting::{Event, ToWake, Waiters};
 use crate::metrics::ServiceMetrics;
 use crate::peer::Peer;
@@ -36,6 +37,9 @@ pub(crate) struct SharedSession {
 pub(crate) struct LockedSession {
     protocol: ProtocolSession,
     pub waiters: Waiters,
+    /// The connection of the attached HTTP receiver, dropped if the session
+    /// gives up on that receiver.
+    pub receiver_connection: Option<(ReceiverId, AbortHandle)>,
 }
 
 impl Deref for LockedSession {
@@ -59,6 +63,9 @@ impl LockedSession {
     #[inline]
     pub fn take_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<(Delivery, ToWake)> {
         let delivery = self.protocol.poll_delivery(id, now)?;
+        if delivery.end {
+            self.forget_connection(id);
+        }
         let mut to_wake = ToWake::default();
         if matches!(delivery.frame, Frame::Messages(_)) {
             to_wake = self.waiters.happened(Event::OutgoingRoom);
@@ -67,6 +74,17 @@ impl LockedSession {
             to_wake = to_wake.and(self.waiters.happened(Event::Deadline));
         }
         Some((delivery, to_wake))
+    }
+
+    /// Receiver `id` is done with its connection, which may now carry other requests.
+    pub fn forget_connection(&mut self, id: ReceiverId) {
+        if self
+            .receiver_connection
+            .as_ref()
+            .is_some_and(|(r, _)| *r == id)
+        {
+            self.receiver_connection = None;
+        }
     }
 }
 
@@ -90,6 +108,7 @@ impl SharedSession {
             core: Mutex::new(LockedSession {
                 protocol: ProtocolSession::new(config, Instant::now()),
                 waiters: Waiters::default(),
+                receiver_connection: None,
             }),
             peer,
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
@@ -187,8 +206,13 @@ impl SharedSession {
 
     /// Feeds the clock to the session and wakes whoever must act on it.
     pub fn handle_timeout(&self) -> TimeoutOutcome {
-        self.change(|core| {
+        let mut given_up = None;
+        let outcome = self.change(|core| {
             let outcome = core.handle_timeout(Instant::now());
+            if outcome == TimeoutOutcome::SendTimedOut && !core.has_receiver() {
+                // The receiver had its time to take the close frame.
+                given_up = core.receiver_connection.take();
+            }
             let to_wake = match outcome {
                 TimeoutOutcome::Nothing => ToWake::default(),
                 TimeoutOutcome::Heartbeat => core.waiters.happened(Event::Frames),
@@ -197,7 +221,12 @@ impl SharedSession {
                 }
             };
             (outcome, to_wake)
-        })
+        });
+        if let Some((_, connection)) = given_up {
+            log::debug!("a client that took nothing, not even its close, is dropped");
+            connection.abort();
+        }
+        outcome
     }
 }
 

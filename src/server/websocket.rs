@@ -4,22 +4,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::Bytes;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures::future::{Fuse, FusedFuture};
 use futures::FutureExt;
 use tokio::time::Sleep;
 
+use super::connection::{abort_after, AbortHandle};
 use super::shared::SharedSession;
 use super::waiting::{Event, RepolledUntilIdle, ToWake};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::frame::Frame;
+use crate::protocol::frame_limit::{FrameLimit, TooLarge};
 use crate::protocol::session::{
-    Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
+    messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
+    CLOSE_GRACE,
 };
 use crate::protocol::{inbound, route};
 
@@ -70,6 +75,7 @@ async fn open(
     let Some(slot) = state.admit(&shared) else {
         return state.refuse_new_session();
     };
+    let payload = limit_frames(req, payload, state.options.max_message_bytes);
     let (response, ws, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
         Err(error) => {
@@ -90,6 +96,7 @@ async fn open(
         .aggregate_continuations()
         .max_continuation_size(state.options.max_message_bytes);
     let connection = Connection {
+        abort: req.conn_data::<AbortHandle>().cloned(),
         shared,
         id,
         ws,
@@ -120,6 +127,8 @@ struct Connection {
     ws: actix_ws::Session,
     framing: Framing,
     awaiting_pong: bool,
+    /// Drops the connection if it outlives the session by [`CLOSE_GRACE`].
+    abort: Option<AbortHandle>,
     /// Counts this connection against the service's session cap while it lives.
     _slot: SessionSlot,
 }
@@ -169,8 +178,8 @@ impl Connection {
                 {
                     break end;
                 }
-                if let Some((messages, bytes)) = waiting_inbound.take() {
-                    waiting_inbound = self.offer_inbound(messages, bytes);
+                if let Some((messages, cost)) = waiting_inbound.take() {
+                    waiting_inbound = self.offer_inbound(messages, cost);
                 }
                 // A WebSocket session drives its own deadlines: no timer task per connection.
                 clock.arm(shared.core.lock().poll_timeout(Instant::now()));
@@ -215,18 +224,21 @@ impl Connection {
         if let Poll::Ready(end) = futures::poll!(&mut write) {
             return end;
         }
-        // Once the session is over (its last frame is what waits), the client
-        // gets `send_timeout` to take it, and then it is dropped.
-        let mut give_up_at = None;
+        // A frame the client takes nothing of for `send_timeout` makes it as
+        // slow as a full queue would (the frame is out of the queue, and the
+        // handler may wait for the client rather than queue more); so does
+        // the last frame of a session that is over.
+        let give_up_at = shared
+            .core
+            .lock()
+            .send_timeout()
+            .map(|timeout| Instant::now() + timeout);
         loop {
             // While the write waits, the application may queue more and so
             // bring the send deadline forward: it says so with `Event::Deadline`.
             let now = Instant::now();
             let (deadline, deadline_seen) = {
                 let mut core = shared.core.lock();
-                if core.is_expired() && give_up_at.is_none() {
-                    give_up_at = core.send_timeout().map(|timeout| now + timeout);
-                }
                 (core.poll_timeout(now), core.waiters.count(Event::Deadline))
             };
             clock.arm(deadline);
@@ -238,8 +250,15 @@ impl Connection {
                 // run into the bound and the send timeout.
                 _ = &mut *application => {}
                 _ = clock.fired() => {
-                    let gave_up = give_up_at.is_some_and(|at| Instant::now() >= at);
-                    if gave_up || shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
+                    if give_up_at.is_some_and(|at| Instant::now() >= at) {
+                        shared.change(|core| {
+                            core.handle_write_stalled();
+                            ((), core.waiters.all_happened())
+                        });
+                        log::debug!("a WebSocket client took nothing of a frame for the send timeout");
+                        return Some(End::Stalled);
+                    }
+                    if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
                         log::debug!("a WebSocket client took nothing for the send timeout");
                         return Some(End::Stalled);
                     }
@@ -313,9 +332,10 @@ impl Connection {
             None => return Err(End::Interrupted(None)),
             Some(Err(error)) => {
                 log::debug!("WebSocket protocol error: {error}");
-                let code = match error {
-                    actix_ws::ProtocolError::Overflow => CloseCode::Size,
-                    _ => CloseCode::Protocol,
+                let code = if is_too_large(&error) {
+                    CloseCode::Size
+                } else {
+                    CloseCode::Protocol
                 };
                 return Err(End::Interrupted(Some(code.into())));
             }
@@ -356,20 +376,20 @@ impl Connection {
         if messages.is_empty() {
             return Ok(None);
         }
-        let bytes = messages.iter().map(String::len).sum();
-        Ok(self.offer_inbound(messages, bytes))
+        let cost = messages_cost(&messages);
+        Ok(self.offer_inbound(messages, cost))
     }
 
     /// Hands messages to the application, or keeps them while its queue is full.
-    fn offer_inbound(&self, messages: Vec<String>, bytes: usize) -> Option<(Vec<String>, usize)> {
+    fn offer_inbound(&self, messages: Vec<String>, cost: usize) -> Option<(Vec<String>, usize)> {
         self.shared
-            .change(|core| match core.check_inbound_room(bytes) {
+            .change(|core| match core.check_inbound_room(cost) {
                 Ok(()) => {
                     self.shared.metrics.messages_in(&messages);
                     core.handle_inbound(messages);
                     (None, core.waiters.happened(Event::Inbound))
                 }
-                Err(InboundRefusal::Full) => (Some((messages, bytes)), ToWake::default()),
+                Err(InboundRefusal::Full) => (Some((messages, cost)), ToWake::default()),
                 Err(InboundRefusal::Closed) => (None, ToWake::default()),
             })
     }
@@ -384,16 +404,18 @@ impl Connection {
             .lock()
             .detach_receiver(self.id, how, Instant::now());
         self.shared.wake_all();
-        match end {
-            // A close would wait behind what the client does not read: drop it.
-            End::Closed | End::Stalled => {}
-            End::ClientClosed => {
-                let _ = self.ws.close(None).await;
-            }
-            End::Interrupted(reason) => {
-                let _ = self.ws.close(reason).await;
-            }
+        let abort = self.abort.clone();
+        // A close waits behind what the client does not read: it gets
+        // `CLOSE_GRACE` to go out, and the connection as long to end.
+        let close = match end {
+            End::Closed | End::Stalled => None,
+            End::ClientClosed => Some(None),
+            End::Interrupted(reason) => Some(reason),
+        };
+        if let Some(reason) = close {
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(reason)).await;
         }
+        abort_after(abort, CLOSE_GRACE);
     }
 }
 
@@ -430,6 +452,89 @@ impl Clock {
         }
         self.sleep.as_mut().await;
         self.armed = None;
+    }
+}
+
+/// The client's bytes, cut where a frame header announces more than `max`
+/// payload bytes, or a fragmented message passes `max` in all: no more of
+/// such a frame reaches actix-ws, which would buffer all of it first.
+fn limit_frames(req: &HttpRequest, payload: web::Payload, max: usize) -> web::Payload {
+    let limited = LimitedPayload {
+        inner: payload,
+        limit: FrameLimit::new(max),
+        cut: Cut::No,
+    };
+    let mut payload: actix_web::dev::Payload = actix_web::dev::Payload::Stream {
+        payload: Box::pin(limited),
+    };
+    // The extractor only takes the payload out: it is ready at once.
+    web::Payload::from_request(req, &mut payload)
+        .now_or_never()
+        .and_then(Result::ok)
+        .expect("the payload extractor is infallible")
+}
+
+pin_project_lite::pin_project! {
+    struct LimitedPayload {
+        #[pin]
+        inner: web::Payload,
+        limit: FrameLimit,
+        cut: Cut,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    No,
+    /// The whole frames before the cut have been passed on; the reader is
+    /// given one turn to take them before it hears of the overflow.
+    Announced,
+    Overflowed,
+    Ended,
+}
+
+impl futures::Stream for LimitedPayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        match *this.cut {
+            Cut::No => {}
+            Cut::Announced => {
+                *this.cut = Cut::Overflowed;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Cut::Overflowed => {
+                *this.cut = Cut::Ended;
+                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            }
+            Cut::Ended => return Poll::Ready(None),
+        }
+        let chunk = match std::task::ready!(this.inner.poll_next(cx)) {
+            Some(Ok(chunk)) => chunk,
+            other => return Poll::Ready(other),
+        };
+        match this.limit.scan(&chunk) {
+            Ok(()) => Poll::Ready(Some(Ok(chunk))),
+            Err(TooLarge { at }) => {
+                *this.cut = Cut::Announced;
+                Poll::Ready(Some(Ok(chunk.slice(..at))))
+            }
+        }
+    }
+}
+
+/// A frame or message over the bound, as actix-http, actix-ws or
+/// [`limit_frames`] reports it.
+fn is_too_large(error: &actix_ws::ProtocolError) -> bool {
+    match error {
+        actix_ws::ProtocolError::Overflow => true,
+        actix_ws::ProtocolError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<PayloadError>())
+            .is_some_and(|e| matches!(e, PayloadError::Overflow)),
+        _ => false,
     }
 }
 

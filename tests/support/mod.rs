@@ -475,6 +475,11 @@ pub struct Conn {
 impl Conn {
     pub fn open(port: u16) -> Conn {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to server");
+        Conn::from_stream(stream, port)
+    }
+
+    /// A connection opened by the caller (with its own socket options).
+    pub fn from_stream(stream: TcpStream, port: u16) -> Conn {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();

@@ -105,7 +105,17 @@ async fn main() -> std::io::Result<()> {
             (server.run(), bound, "https")
         }
         None => {
-            let (server, bound) = plain_listener::serve(&settings.listen, workers, app)?;
+            // The longest send timeout of any service, and the grace after it.
+            let stall_limit = settings
+                .services
+                .iter()
+                .map(|service| service.options.send_timeout)
+                .try_fold(Duration::ZERO, |longest, timeout| {
+                    (!timeout.is_zero()).then_some(longest.max(timeout))
+                })
+                .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
+            let (server, bound) =
+                plain_listener::serve(&settings.listen, workers, stall_limit, app)?;
             (server, bound, "http")
         }
     };

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
-use actix_http::{HttpService, Request, Response};
+use actix_http::{Extensions, HttpService, Request, Response};
 use actix_rt::net::TcpStream;
 use actix_service::{
     fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
@@ -20,6 +20,7 @@ use actix_service::{
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server};
 use futures::future::ready;
+use sockjs_gateway::AbortableStream;
 
 /// actix-web's defaults for the request head and the client's goodbye.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,9 +28,12 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A server on `addrs` running `app` on every worker; also the addresses
 /// actually bound (port 0 picks one).
+/// `stall_limit`: how long a write to a client may wait with nothing taken
+/// before its connection is reset.
 pub fn serve<F, I, S, B>(
     addrs: &[SocketAddr],
     workers: Option<usize>,
+    stall_limit: Option<Duration>,
     app: F,
 ) -> std::io::Result<(Server, Vec<SocketAddr>)>
 where
@@ -61,13 +65,19 @@ where
                 // As over TLS: see main.rs.
                 .h1_allow_half_closed(false)
                 .local_addr(local)
+                // Lets sessions drop the connection of a client they gave
+                // up on, which actix would otherwise flush for ever.
+                .on_connect_ext(|io: &AbortableStream, data: &mut Extensions| {
+                    data.insert(io.handle());
+                })
                 .h1(map_config(app, |_| AppConfig::default()));
             // The HTTP/1 service's own `tcp()` ignores `tcp_nodelay`, and
             // Nagle's algorithm would hold each small frame behind the
             // client's delayed ACK (40 ms per polling round trip).
-            fn_service(|io: TcpStream| {
+            fn_service(move |io: TcpStream| {
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
+                let io = AbortableStream::new(io).with_stall_limit(stall_limit);
                 ready(Ok::<_, DispatchError>((io, peer)))
             })
             .and_then(http1)

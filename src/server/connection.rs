@@ -1,0 +1,199 @@
+//! A hold on the TCP connection under a request, so the connection of a
+//! client that was given up on can be dropped even while actix still waits
+//! to flush what that client does not read.
+//!
+//! actix-http flushes a response with no time limit for as long as the
+//! client takes a trickle, and a handler cannot reach the socket. A server
+//! that wraps its accepted streams in [`AbortableStream`] and puts
+//! [`AbortableStream::handle`] in each connection's data (actix-http's
+//! `on_connect_ext`) lets the sessions drop such connections
+//! [`CLOSE_GRACE`](crate::protocol::session::CLOSE_GRACE) after giving up on them.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_rt::net::TcpStream;
+use parking_lot::Mutex;
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// An accepted TCP stream whose connection an [`AbortHandle`] can drop.
+/// Reads and writes go straight to the stream; only its drop takes a lock.
+pub struct AbortableStream {
+    stream: TcpStream,
+    socket: Arc<Mutex<Option<RawFd>>>,
+    /// How long a write may wait with no byte taken before the connection
+    /// is reset; `None` waits for ever.
+    stall_limit: Option<Duration>,
+    /// Armed while a write waits; made only for connections that ever wait.
+    stalled: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+/// Drops a connection at once, discarding what its socket still holds.
+/// Does nothing once the connection has ended by itself.
+#[derive(Clone)]
+pub struct AbortHandle {
+    /// The socket while its stream lives: the stream's drop clears it, under
+    /// the lock, before the descriptor is closed and can be reused.
+    socket: Arc<Mutex<Option<RawFd>>>,
+}
+
+impl AbortableStream {
+    pub fn new(stream: TcpStream) -> Self {
+        let socket = Arc::new(Mutex::new(Some(stream.as_raw_fd())));
+        AbortableStream {
+            stream,
+            socket,
+            stall_limit: None,
+            stalled: None,
+            waiting: false,
+        }
+    }
+
+    /// Resets the connection once a write has waited `limit` with no byte
+    /// taken: a client that stopped reading does not keep its socket, nor
+    /// what actix still has to write to it, however a response ended.
+    pub fn with_stall_limit(mut self, limit: Option<Duration>) -> Self {
+        self.stall_limit = limit;
+        self
+    }
+
+    /// After a write came back pending: ready once it has waited too long.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(limit) = self.stall_limit else {
+            return Poll::Pending;
+        };
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + limit;
+            match &mut self.stalled {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.stalled = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let sleep = self.stalled.as_mut().expect("armed above");
+        std::task::ready!(sleep.as_mut().poll(cx));
+        log::debug!("a client took nothing for {limit:?}; its connection is reset");
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client takes nothing",
+        ))
+    }
+
+    fn written<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+            ready => {
+                self.waiting = false;
+                ready
+            }
+        }
+    }
+
+    pub fn handle(&self) -> AbortHandle {
+        AbortHandle {
+            socket: self.socket.clone(),
+        }
+    }
+
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for AbortableStream {
+    fn drop(&mut self) {
+        *self.socket.lock() = None;
+    }
+}
+
+impl AbortHandle {
+    /// A reset, not a goodbye: unsent data is dropped (`SO_LINGER` 0), and
+    /// actix's next read or write on the connection fails, so it lets go of
+    /// the connection and closes the socket.
+    pub fn abort(&self) {
+        let socket = self.socket.lock();
+        if let Some(fd) = *socket {
+            // SAFETY: the descriptor is open: the stream that owns it clears
+            // `socket` under this lock before it closes it.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = socket2::SockRef::from(&fd);
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// True while the connection lives.
+    pub fn is_alive(&self) -> bool {
+        self.socket.lock().is_some()
+    }
+}
+
+impl AsyncRead for AbortableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AbortableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.written(cx, result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.written(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Drops the connection `grace` from now unless it has ended by then.
+pub(crate) fn abort_after(handle: Option<AbortHandle>, grace: Duration) {
+    if let Some(handle) = handle.filter(AbortHandle::is_alive) {
+        actix_rt::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if handle.is_alive() {
+                log::debug!("a given-up client's connection did not end within {grace:?}; dropped");
+                handle.abort();
+            }
+        });
+    }
+}
