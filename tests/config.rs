@@ -203,6 +203,12 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "a timeout must be above zero",
         ),
         (
+            "a session cap of zero",
+            "[defaults]\nheartbeat_delay = \"5s\"\nmax_sessions = 0\n",
+            3,
+            "the session cap must be at least 1",
+        ),
+        (
             "relay without upstream",
             "[[service]]\nprefix = \"/app\"\nkind = \"relay\"\n",
             3,
@@ -222,6 +228,16 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "{what}: stderr must say {reason:?}, got:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn a_session_cap_of_zero_is_refused_as_a_flag() {
+    let (status, stderr) = support::start_refused_status(&["--max-sessions", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-sessions") && stderr.contains("the session cap must be at least 1"),
+        "{stderr}"
+    );
 }
 
 #[test]

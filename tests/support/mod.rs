@@ -1725,9 +1725,24 @@ impl Server {
 /// ever printing its listening line. Returns its stderr.
 #[track_caller]
 pub fn expect_start_refused(extra: &[&str]) -> String {
+    start_refused_status(extra).1
+}
+
+/// As [`expect_start_refused`], also returning the exit status.
+#[track_caller]
+pub fn start_refused_status(extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start_refused_with(&args)
+}
+
+/// Starts the gateway with exactly `args` (no `--listen` added) and expects
+/// it to exit with a non-zero status without ever printing its listening
+/// line. Returns the status and its stderr.
+#[track_caller]
+pub fn start_refused_with(args: &[&str]) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1753,21 +1768,19 @@ pub fn expect_start_refused(extra: &[&str]) -> String {
             let status = child.wait().expect("wait for sockjs-gateway");
             assert!(
                 !status.success(),
-                "sockjs-gateway {extra:?} must exit with a non-zero status, got {status}; stderr:\n{log}"
+                "sockjs-gateway {args:?} must exit with a non-zero status, got {status}; stderr:\n{log}"
             );
-            log
+            (status, log)
         }
         Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("sockjs-gateway {extra:?} must refuse to start, but it is listening");
+            panic!("sockjs-gateway {args:?} must refuse to start, but it is listening");
         }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "sockjs-gateway {extra:?} neither exited nor started within {STARTUP_TIMEOUT:?}"
-            );
+            panic!("sockjs-gateway {args:?} neither exited nor started within {STARTUP_TIMEOUT:?}");
         }
     }
 }
