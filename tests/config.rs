@@ -240,6 +240,34 @@ fn a_session_cap_of_zero_is_refused_as_a_flag() {
     );
 }
 
+/// Starts the gateway on `args`, where `taken` is an address another socket
+/// holds: it must exit 2 naming that address, having logged nothing as
+/// listening.
+#[track_caller]
+fn assert_refused_as_in_use(args: &[&str], taken: &str) {
+    let (status, stderr) = support::start_refused_with(args);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("error: cannot listen on {taken}: address already in use"),
+        "{args:?}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_is_refused_naming_it_before_anything_listens() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let taken = holder.local_addr().unwrap().to_string();
+    assert_refused_as_in_use(&["--listen", &taken], &taken);
+    assert_refused_as_in_use(&["--listen", "127.0.0.1:0", "--listen", &taken], &taken);
+    assert_refused_as_in_use(&["--listen", "127.0.0.1:0", "--metrics", &taken], &taken);
+    let file = TempConfig::new(&format!(
+        "listen = [\"127.0.0.1:0\"]\nmetrics = \"{taken}\"\n"
+    ));
+    assert_refused_as_in_use(&["--config", file.path()], &taken);
+}
+
 #[test]
 fn a_missing_file_is_refused_naming_it() {
     let missing = std::env::temp_dir().join("sockjs-gateway-no-such-config.toml");

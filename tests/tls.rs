@@ -22,6 +22,21 @@ fn start(cert: &TestCert) -> Server {
     server
 }
 
+#[test]
+fn a_tls_address_in_use_is_refused_naming_it_before_anything_listens() {
+    let cert = TestCert::generate();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let taken = holder.local_addr().unwrap().to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", &taken];
+    args.extend(cert.flags());
+    let (status, stderr) = support::start_refused_with(&args);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("error: cannot listen on {taken}: address already in use")
+    );
+}
+
 #[tokio::test]
 async fn info_over_http2() {
     let cert = TestCert::generate();

@@ -10,6 +10,7 @@ mod settings;
 mod tls;
 mod values;
 
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::Service;
@@ -45,6 +46,14 @@ async fn main() -> std::io::Result<()> {
         .map(Cluster::new)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
+    // Every socket is bound before anything is served or logged as
+    // listening, so an address in use stops the start naming it.
+    let listeners: Vec<TcpListener> = settings.listen.iter().map(|&addr| bind(addr)).collect();
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|listener| listener.local_addr())
+        .collect::<Result<_, _>>()?;
+    let metrics_listener = settings.metrics.map(bind);
     let metrics = Metrics::new();
     if let Some(cluster) = &cluster {
         metrics.watch_cluster(cluster);
@@ -80,7 +89,7 @@ async fn main() -> std::io::Result<()> {
         app
     };
     let workers = settings.workers.map(|w| w.get());
-    let (server, bound, scheme) = match &tls {
+    let (server, scheme) = match &tls {
         Some(tls) => {
             let mut server = HttpServer::new(app)
                 // Without this, actix keeps a response going after the client
@@ -98,16 +107,14 @@ async fn main() -> std::io::Result<()> {
             if let Some(workers) = workers {
                 server = server.workers(workers);
             }
-            for addr in &settings.listen {
-                server = server.bind_rustls_0_23(addr, tls.clone())?;
+            for (listener, addr) in listeners.into_iter().zip(&bound) {
+                server = server
+                    .listen_rustls_0_23(listener, tls.clone())
+                    .unwrap_or_else(|error| refuse_to_start(cannot_listen(*addr, &error)));
             }
-            let bound = server.addrs();
-            (server.run(), bound, "https")
+            (server.run(), "https")
         }
-        None => {
-            let (server, bound) = plain_listener::serve(&settings.listen, workers, app)?;
-            (server, bound, "http")
-        }
+        None => (plain_listener::serve(listeners, workers, app)?, "http"),
     };
     // Checked before the listening line: a node others cannot reach does not start.
     let advertise = cluster.as_ref().map(|_| {
@@ -137,8 +144,8 @@ async fn main() -> std::io::Result<()> {
     }
     let leaving = cluster.clone();
     let handle = server.handle();
-    let metrics_server = match settings.metrics {
-        Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(observability::serve(listener, metrics, health.clone())?),
         None => None,
     };
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
@@ -171,6 +178,26 @@ async fn main() -> std::io::Result<()> {
 fn refuse_to_start(error: impl std::fmt::Display) -> ! {
     eprintln!("error: {error}");
     std::process::exit(2)
+}
+
+fn bind(addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr).unwrap_or_else(|error| refuse_to_start(cannot_listen(addr, &error)))
+}
+
+/// `cannot listen on 127.0.0.1:8081: address already in use`: the OS's
+/// reason without its `(os error 98)`, as the other start-up errors read.
+fn cannot_listen(addr: SocketAddr, error: &std::io::Error) -> String {
+    let reason = error.to_string();
+    let reason = match reason.rfind(" (os error ") {
+        Some(at) => &reason[..at],
+        None => &reason,
+    };
+    let mut chars = reason.chars();
+    let reason: String = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_owned(),
+    };
+    format!("cannot listen on {addr}: {reason}")
 }
 
 /// A page to try every service and transport by hand.

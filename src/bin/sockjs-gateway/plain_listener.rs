@@ -8,7 +8,7 @@
 //! settings are the ones the gateway gives `HttpServer` over TLS.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
@@ -25,13 +25,12 @@ use futures::future::ready;
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A server on `addrs` running `app` on every worker; also the addresses
-/// actually bound (port 0 picks one).
+/// A server on `listeners` (already bound) running `app` on every worker.
 pub fn serve<F, I, S, B>(
-    addrs: &[SocketAddr],
+    listeners: Vec<TcpListener>,
     workers: Option<usize>,
     app: F,
-) -> std::io::Result<(Server, Vec<SocketAddr>)>
+) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -45,11 +44,8 @@ where
     if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
-    let mut bound = Vec::new();
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)?;
+    for listener in listeners {
         let local = listener.local_addr()?;
-        bound.push(local);
         let app = app.clone();
         builder = builder.listen(format!("sockjs-gateway-{local}"), listener, move || {
             let app = app()
@@ -73,5 +69,5 @@ where
             .and_then(http1)
         })?;
     }
-    Ok((builder.run(), bound))
+    Ok(builder.run())
 }
