@@ -458,3 +458,49 @@ fn a_send_body_that_trickles_in_gets_408_and_the_session_lives_on() {
         Frame::Messages(vec!["still fine".into()])
     );
 }
+
+#[test]
+fn ids_over_128_bytes_get_404_on_every_session_path_and_128_still_work() {
+    let server = Server::start_with(&["--allow-jsonp"]);
+    let over = "i".repeat(129);
+    let long_server = format!("{}/s", "9".repeat(129));
+    let requests = |server_and_session: &str| {
+        let at = |name: &str| format!("/echo/{server_and_session}/{name}");
+        vec![
+            Request::post(&at("xhr"), b""),
+            Request::post(&at("xhr_streaming"), b""),
+            Request::post(&at("xhr_send"), br#"["x"]"#),
+            Request::options(&at("xhr")),
+            Request::options(&at("xhr_send")),
+            Request::get(&at("eventsource")),
+            Request::get(&at("htmlfile?c=cb")),
+            Request::get(&at("jsonp?c=cb")),
+            Request::post(&at("jsonp_send"), b"d=%5B%22x%22%5D")
+                .header("Content-Type", "application/x-www-form-urlencoded"),
+            support::ws_request(&at("websocket"), &[]),
+            Request::post(&at("websocket"), b""),
+        ]
+    };
+    for ids in [format!("000/{over}"), long_server] {
+        for request in requests(&ids) {
+            let label = format!("{} {}", request.method, request.path);
+            let response = server.request(request);
+            assert_eq!(
+                (response.status, response.text().trim_end()),
+                (404, "Server or session id longer than 128 bytes."),
+                "{label}"
+            );
+        }
+    }
+
+    let longest = "i".repeat(128);
+    assert_eq!(server.xhr("/echo", &longest).text(), "o\n");
+    server.send_ok("/echo", &longest, r#"["at the cap"]"#);
+    assert_eq!(
+        server.poll("/echo", &longest),
+        Frame::Messages(vec!["at the cap".into()])
+    );
+    let ws_id = format!("w{}", "i".repeat(127));
+    let mut ws = ws_connect(server.port, &format!("/echo/000/{ws_id}/websocket"), &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+}
