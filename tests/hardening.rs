@@ -84,6 +84,57 @@ fn an_allowed_origin_and_the_gateways_own_pages_get_through() {
 }
 
 #[test]
+fn a_dns_rebinding_page_is_refused_though_its_origin_equals_its_host() {
+    let server = Server::start_with(&["--allowed-origin", GOOD]);
+    // evil.test resolved to 127.0.0.1: the browser sends the page's own name
+    // in both headers.
+    let evil_host = format!("evil.test:{}", server.port);
+    let evil_origin = format!("http://{evil_host}");
+    let rebound = |request: Request| {
+        request
+            .header("Host", &evil_host)
+            .header("Origin", &evil_origin)
+    };
+    let requests = [
+        Request::get("/echo/info"),
+        Request::post("/echo/000/r1/xhr", b""),
+        Request::post("/echo/000/r1/xhr_streaming", b""),
+        Request::post("/echo/000/r1/xhr_send", br#"["x"]"#),
+        Request::get("/echo/000/r1/eventsource"),
+        Request::get("/echo/iframe.html"),
+        support::ws_request("/echo/000/r2/websocket", &[]),
+        support::ws_request("/echo/websocket", &[]),
+    ];
+    for request in requests {
+        let label = format!("{} {}", request.method, request.path);
+        let response = server.request(rebound(request));
+        assert_eq!(
+            (response.status, response.text().trim_end()),
+            (403, "Origin not allowed."),
+            "{label}"
+        );
+        response.assert_no_header("Access-Control-Allow-Origin");
+    }
+
+    // The listed origin, and the gateway's own pages reached by address or
+    // as localhost, still get through.
+    let listed = server.request(with_origin(Request::post("/echo/000/r3/xhr", b""), GOOD));
+    assert_eq!((listed.status, listed.text()), (200, "o\n".to_owned()));
+    let local = format!("localhost:{}", server.port);
+    let own = server.request(
+        Request::post("/echo/000/r3/xhr_send", br#"["from the iframe"]"#)
+            .header("Host", &local)
+            .header("Origin", &format!("http://{local}")),
+    );
+    assert_eq!(own.status, 204, "{}", own.body_lossy());
+    assert_eq!(
+        server.poll("/echo", "r3"),
+        Frame::Messages(vec!["from the iframe".into()]),
+        "nothing of the rebinding page's arrived"
+    );
+}
+
+#[test]
 fn an_origin_list_turns_jsonp_off_unless_asked_and_guards_the_iframe() {
     let strict = Server::start_with(&["--allowed-origin", GOOD]);
     assert_eq!(strict.get("/echo/000/j1/jsonp?c=cb").status, 404);
