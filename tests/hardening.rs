@@ -555,3 +555,114 @@ fn ids_over_128_bytes_get_404_on_every_session_path_and_128_still_work() {
     let mut ws = ws_connect(server.port, &format!("/echo/000/{ws_id}/websocket"), &[]);
     assert_eq!(ws.next_frame(), Frame::Open);
 }
+
+/// Resident memory of a process, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A loopback connection whose receive buffer is as small as the kernel
+/// allows, so what the client leaves unread stays with the server.
+fn connect_with_small_receive_buffer(port: u16) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[test]
+fn a_client_pipelining_requests_it_never_reads_is_not_buffered_for() {
+    use std::io::Write;
+
+    const REQUESTS: usize = 100_000;
+    /// What the gateway may grow by while the attack runs (it grew by
+    /// 41 MiB before reads were gated on writes).
+    const RSS_BOUND_KIB: u64 = 8 * 1024;
+
+    let server = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let metrics = support::metrics_port(&server);
+    let answered = || {
+        support::metric_value(
+            &support::scrape(metrics),
+            r#"sockjs_http_responses_total{status="200"}"#,
+        ) as u64
+    };
+    // Warm up the paths the attack uses, so what grows is what it piles up.
+    for _ in 0..100 {
+        assert_eq!(server.get("/echo/info").status, 200);
+    }
+    let before = rss_kib(server.pid());
+    let answered_before = answered();
+
+    let mut attacker = connect_with_small_receive_buffer(server.port);
+    attacker
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = b"GET /echo/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let batch: Vec<u8> = request.repeat(1000);
+    let mut written = 0;
+    for _ in 0..REQUESTS / 1000 {
+        // A write that cannot finish is the gateway no longer reading: what
+        // the attack was meant to bring about.
+        if attacker.write_all(&batch).is_err() {
+            break;
+        }
+        written += 1000;
+    }
+
+    // The gateway stops answering the attacker once its answers pile up.
+    let mut last = (answered(), 0);
+    let mut peak = rss_kib(server.pid());
+    support::poll_until(
+        "the gateway to stop answering the attacker",
+        Duration::from_secs(60),
+        || {
+            peak = peak.max(rss_kib(server.pid()));
+            let now = answered();
+            if now == last.0 {
+                last.1 += 1;
+            } else {
+                last = (now, 0);
+            }
+            // 25 scrapes without a change: at least half a second.
+            (last.1 >= 25).then_some(())
+        },
+    );
+    let answered_attack = last.0 - answered_before;
+    assert!(
+        answered_attack < REQUESTS as u64 / 2,
+        "answered {answered_attack} of the {written} requests written, none of them read"
+    );
+    assert!(
+        peak < before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+
+    // Everyone else is served as before.
+    let mut ws = ws_connect(server.port, "/echo/000/pipe/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    ws.send_text(r#"["still here"]"#);
+    assert_eq!(ws.messages(1), vec!["still here".to_owned()]);
+    assert_eq!(server.get("/echo/info").status, 200);
+    eprintln!(
+        "pipelining: {written} requests written, {answered_attack} answered, RSS {before} -> peak {peak} KiB"
+    );
+    drop(attacker);
+}

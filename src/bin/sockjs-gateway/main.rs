@@ -1,5 +1,6 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
+mod backpressure;
 mod cli;
 mod cluster;
 mod config;

@@ -21,6 +21,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server};
 use futures::future::ready;
 
+use crate::backpressure::Gated;
+
 /// actix-web's defaults for the request head and the client's goodbye.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -64,7 +66,7 @@ where
             fn_service(|io: TcpStream| {
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
-                ready(Ok::<_, DispatchError>((io, peer)))
+                ready(Ok::<_, DispatchError>((Gated::new(io), peer)))
             })
             .and_then(http1)
         })?;
