@@ -666,3 +666,111 @@ fn a_client_pipelining_requests_it_never_reads_is_not_buffered_for() {
     );
     drop(attacker);
 }
+
+#[test]
+fn smuggled_requests_get_400_and_never_reach_a_session() {
+    let server = Server::start();
+    assert_eq!(server.xhr("/echo", "smuggle").text(), "o\n");
+    let smuggled = "POST /echo/000/smuggle/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 11\r\n\r\n[\"sneaked\"]";
+    let heads = [
+        // Content-Length and Transfer-Encoding together (CL.TE / TE.CL).
+        format!("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        // Two Content-Lengths that disagree.
+        format!(
+            "Content-Length: 0\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+        // A Transfer-Encoding that is not chunked last.
+        format!("Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"),
+    ];
+    for head in heads {
+        let mut conn = server.connect();
+        conn.write_all(
+            format!("POST /echo/000/other/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}")
+                .as_bytes(),
+        );
+        let response = conn.read_head();
+        assert_eq!(response.status, 400, "{head:?}");
+        assert!(conn.closed_within(Duration::from_secs(10)), "{head:?}");
+    }
+    server.send_ok("/echo", "smuggle", r#"["mine"]"#);
+    assert_eq!(
+        server.poll("/echo", "smuggle"),
+        Frame::Messages(vec!["mine".into()]),
+        "nothing smuggled arrived"
+    );
+}
+
+#[test]
+fn a_ping_flood_whose_pongs_are_never_read_is_not_buffered_for() {
+    use std::io::Write;
+
+    const PINGS: usize = 1_000_000;
+    const RSS_BOUND_KIB: u64 = 8 * 1024;
+    let server = Server::start();
+    let mut warm = ws_connect(server.port, "/echo/000/warm/websocket", &[]);
+    assert_eq!(warm.next_frame(), Frame::Open);
+    let before = rss_kib(server.pid());
+
+    let mut flood = connect_with_small_receive_buffer(server.port);
+    flood
+        .write_all(&support::ws_request("/echo/000/pings/websocket", &[]).to_bytes(server.port))
+        .unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // A masked ping with an empty payload, 6 bytes, again and again.
+    let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+    let batch = ping.repeat(10_000);
+    let mut sent = 0;
+    let mut peak = before;
+    while sent < PINGS {
+        if flood.write_all(&batch).is_err() {
+            break; // the gateway stopped reading: the backpressure wanted
+        }
+        sent += 10_000;
+        peak = peak.max(rss_kib(server.pid()));
+    }
+    warm.send_text(r#"["unharmed"]"#);
+    assert_eq!(warm.messages(1), vec!["unharmed".to_owned()]);
+    peak = peak.max(rss_kib(server.pid()));
+    assert!(
+        peak < before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {peak} KiB after {sent} pings"
+    );
+    eprintln!("ping flood: {sent} pings sent, RSS {before} -> peak {peak} KiB");
+    drop(flood);
+}
+
+#[test]
+fn header_floods_and_deeply_nested_json_get_their_status_and_harm_nothing() {
+    let server = Server::start();
+    let mut many = Request::get("/echo/info");
+    for n in 0..200 {
+        many = many.header(&format!("X-Flood-{n}"), "x");
+    }
+    assert_eq!(server.request(many).status, 431, "200 headers");
+
+    assert_eq!(server.xhr("/echo", "deep").text(), "o\n");
+    let deep = format!("{}{}", "[".repeat(400_000), "]".repeat(400_000));
+    let response = server.xhr_send("/echo", "deep", deep.as_bytes());
+    assert_eq!(
+        (response.status, response.text().trim_end()),
+        (500, "Payload must be a JSON array of strings."),
+        "800 KB of nesting"
+    );
+    let mut ws = ws_connect(server.port, "/echo/000/deepws/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    ws.send_text(&deep);
+    let (_, close) = ws.read_until_closed();
+    assert_eq!(
+        close,
+        Some((1003, "Payload must be a JSON array of strings.".to_owned())),
+        "a WebSocket message that is no array of strings closes its session"
+    );
+    server.send_ok("/echo", "deep", r#"["fine"]"#);
+    assert_eq!(
+        server.poll("/echo", "deep"),
+        Frame::Messages(vec!["fine".into()])
+    );
+}
