@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use in_process::InProcess;
 use sockjs_gateway::{Options, Overflow, Session, SockJs};
-use support::{close_frame, ws_connect, Conn, Frame, Request, Server};
+use support::{close_frame, rss_kib, ws_connect, Conn, Frame, Request, Server};
 
 const GOOD: &str = "http://good.example";
 const EVIL: &str = "http://evil.example";
@@ -556,17 +556,6 @@ fn ids_over_128_bytes_get_404_on_every_session_path_and_128_still_work() {
     assert_eq!(ws.next_frame(), Frame::Open);
 }
 
-/// Resident memory of a process, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS")
-}
-
 /// A loopback connection whose receive buffer is as small as the kernel
 /// allows, so what the client leaves unread stays with the server.
 fn connect_with_small_receive_buffer(port: u16) -> std::net::TcpStream {
@@ -628,24 +617,9 @@ fn a_client_pipelining_requests_it_never_reads_is_not_buffered_for() {
     }
 
     // The gateway stops answering the attacker once its answers pile up.
-    let mut last = (answered(), 0);
-    let mut peak = rss_kib(server.pid());
-    support::poll_until(
-        "the gateway to stop answering the attacker",
-        Duration::from_secs(60),
-        || {
-            peak = peak.max(rss_kib(server.pid()));
-            let now = answered();
-            if now == last.0 {
-                last.1 += 1;
-            } else {
-                last = (now, 0);
-            }
-            // 25 scrapes without a change: at least half a second.
-            (last.1 >= 25).then_some(())
-        },
-    );
-    let answered_attack = last.0 - answered_before;
+    let (answered_after, peak) =
+        support::wait_until_answers_stop(metrics, server.pid(), Duration::from_secs(60));
+    let answered_attack = answered_after - answered_before;
     assert!(
         answered_attack < REQUESTS as u64 / 2,
         "answered {answered_attack} of the {written} requests written, none of them read"

@@ -1883,6 +1883,42 @@ impl Server {
 // Metrics
 // ---------------------------------------------------------------------------
 
+/// Resident memory of a process in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Scrapes `sockjs_http_responses_total{status="200"}` until it has not
+/// moved for 25 scrapes in a row (at least half a second): the gateway has
+/// stopped answering. Returns that count and the peak RSS of `pid` seen.
+pub fn wait_until_answers_stop(metrics: u16, pid: u32, bound: Duration) -> (u64, u64) {
+    let answered = || {
+        metric_value(
+            &scrape(metrics),
+            r#"sockjs_http_responses_total{status="200"}"#,
+        ) as u64
+    };
+    let mut last = (answered(), 0);
+    let mut peak = rss_kib(pid);
+    poll_until("the gateway to stop answering", bound, || {
+        peak = peak.max(rss_kib(pid));
+        let now = answered();
+        if now == last.0 {
+            last.1 += 1;
+        } else {
+            last = (now, 0);
+        }
+        (last.1 >= 25).then_some(())
+    });
+    (last.0, peak)
+}
+
 /// The port of `--metrics 127.0.0.1:0`, read from the log.
 pub fn metrics_port(server: &Server) -> u16 {
     poll_until(

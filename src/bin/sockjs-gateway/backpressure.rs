@@ -30,6 +30,8 @@ pub struct Gated<T> {
     unflushed: usize,
     /// Bytes read since the dispatcher last had a turn.
     burst: usize,
+    /// Off: reads and writes go straight through.
+    gating: bool,
 }
 
 impl<T> Gated<T> {
@@ -38,6 +40,16 @@ impl<T> Gated<T> {
             inner,
             unflushed: 0,
             burst: 0,
+            gating: true,
+        }
+    }
+
+    /// The same type without the gate, for HTTP/2 beside HTTP/1 on a TLS
+    /// listener.
+    pub fn passthrough(inner: T) -> Self {
+        Gated {
+            gating: false,
+            ..Gated::new(inner)
         }
     }
 }
@@ -48,6 +60,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Gated<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.gating {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
         if self.unflushed > 0 {
             // The pending write woke-up is registered: the write that empties
             // it wakes the task again (see `poll_write`).
@@ -82,6 +97,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gated<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if !self.gating {
+            return result;
+        }
         let was_blocked = self.unflushed > 0;
         self.unflushed = match &result {
             Poll::Ready(Ok(n)) => data.len() - n,

@@ -9,13 +9,14 @@ mod plain_listener;
 mod services;
 mod settings;
 mod tls;
+mod tls_listener;
 mod values;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::Service;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use clap::Parser;
 use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
@@ -90,31 +91,8 @@ async fn main() -> std::io::Result<()> {
         app
     };
     let workers = settings.workers.map(|w| w.get());
-    let (server, scheme) = match &tls {
-        Some(tls) => {
-            let mut server = HttpServer::new(app)
-                // Without this, actix keeps a response going after the client
-                // closed its side, and a dropped long-poll would hold its
-                // session until a heartbeat.
-                .h1_allow_half_closed(false)
-                // Frames are small and written one by one: Nagle's algorithm
-                // would hold each behind the client's delayed ACK (40 ms per
-                // polling round trip).
-                .tcp_nodelay(true)
-                // Signals are ours: sessions get their close frames before
-                // actix stops.
-                .disable_signals()
-                .shutdown_timeout(1);
-            if let Some(workers) = workers {
-                server = server.workers(workers);
-            }
-            for (listener, addr) in listeners.into_iter().zip(&bound) {
-                server = server
-                    .listen_rustls_0_23(listener, tls.clone())
-                    .unwrap_or_else(|error| refuse_to_start(cannot_listen(*addr, &error)));
-            }
-            (server.run(), "https")
-        }
+    let (server, scheme) = match tls {
+        Some(tls) => (tls_listener::serve(listeners, workers, tls, app)?, "https"),
         None => (plain_listener::serve(listeners, workers, app)?, "http"),
     };
     // Checked before the listening line: a node others cannot reach does not start.

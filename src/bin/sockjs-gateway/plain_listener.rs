@@ -4,8 +4,8 @@
 //! that can also speak HTTP/2, and with the `http2` feature (needed for
 //! HTTP/2 over TLS) that task carries the HTTP/2 state inline: about 1.8 KiB
 //! more for every idle WebSocket. Browsers never speak cleartext HTTP/2, so
-//! plain listeners are built here with an HTTP/1 service instead; the
-//! settings are the ones the gateway gives `HttpServer` over TLS.
+//! plain listeners are built here with an HTTP/1 service instead, reading
+//! through [`Gated`] (see `backpressure.rs`).
 
 use std::fmt;
 use std::net::TcpListener;
@@ -56,7 +56,9 @@ where
             let http1 = HttpService::build()
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                // As over TLS: see main.rs.
+                // Without this, actix keeps a response going after the
+                // client closed its side, and a dropped long-poll would hold
+                // its session until a heartbeat.
                 .h1_allow_half_closed(false)
                 .local_addr(local)
                 .h1(map_config(app, |_| AppConfig::default()));
