@@ -44,5 +44,5 @@ client-js/run-browser-tests.sh
 echo "== benchmark, quick mode (fails on lost, duplicated or reordered messages, never on speed)"
 bench/run.sh --quick
 
-echo "== soak, short mode (churn, no loss across every transport, stalled readers)"
+echo "== soak, short mode (churn, no loss across every transport, stalled readers, no loss under attack)"
 bench/soak.sh --short

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak tests for sockjs-gateway: churn, no loss, stalled readers (see
+# Soak tests for sockjs-gateway: churn, no loss, stalled readers, no loss under attack (see
 # bench/README-soak.md), on one gateway and on a cluster.
 #
 #   bench/soak.sh                    full run, one gateway -> bench/soak-results.json         (~3 minutes)
@@ -32,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     # Extra sockjs-soak flags, e.g. --set "--churn-sessions 10000 --churn-wave 500".
     --set) read -r -a more <<<"$2"; EXTRA+=("${more[@]}"); shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-    *) echo "usage: bench/soak.sh [--short] [--cluster] [--only churn,noloss,stalled] [--set \"FLAGS\"]" >&2; exit 2 ;;
+    *) echo "usage: bench/soak.sh [--short] [--cluster] [--only churn,noloss,stalled,attack] [--set \"FLAGS\"]" >&2; exit 2 ;;
   esac
   shift
 done

@@ -203,6 +203,12 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "a timeout must be above zero",
         ),
         (
+            "a session cap of zero",
+            "[defaults]\nheartbeat_delay = \"5s\"\nmax_sessions = 0\n",
+            3,
+            "the session cap must be at least 1",
+        ),
+        (
             "relay without upstream",
             "[[service]]\nprefix = \"/app\"\nkind = \"relay\"\n",
             3,
@@ -222,6 +228,44 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "{what}: stderr must say {reason:?}, got:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn a_session_cap_of_zero_is_refused_as_a_flag() {
+    let (status, stderr) = support::start_refused_status(&["--max-sessions", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-sessions") && stderr.contains("the session cap must be at least 1"),
+        "{stderr}"
+    );
+}
+
+/// Starts the gateway on `args`, where `taken` is an address another socket
+/// holds: it must exit 2 naming that address, having logged nothing as
+/// listening.
+#[track_caller]
+fn assert_refused_as_in_use(args: &[&str], taken: &str) {
+    let (status, stderr) = support::start_refused_with(args);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("error: cannot listen on {taken}: address already in use"),
+        "{args:?}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_is_refused_naming_it_before_anything_listens() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let taken = holder.local_addr().unwrap().to_string();
+    assert_refused_as_in_use(&["--listen", &taken], &taken);
+    assert_refused_as_in_use(&["--listen", "127.0.0.1:0", "--listen", &taken], &taken);
+    assert_refused_as_in_use(&["--listen", "127.0.0.1:0", "--metrics", &taken], &taken);
+    let file = TempConfig::new(&format!(
+        "listen = [\"127.0.0.1:0\"]\nmetrics = \"{taken}\"\n"
+    ));
+    assert_refused_as_in_use(&["--config", file.path()], &taken);
 }
 
 #[test]

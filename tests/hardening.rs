@@ -10,7 +10,7 @@ use std::time::Duration;
 use in_process::InProcess;
 use sockjs_gateway::protocol::session::message_cost;
 use sockjs_gateway::{Options, Overflow, Session, SockJs};
-use support::{close_frame, ws_connect, Conn, Frame, Request, Server};
+use support::{close_frame, rss_kib, ws_connect, Conn, Frame, Request, Server};
 
 const GOOD: &str = "http://good.example";
 const EVIL: &str = "http://evil.example";
@@ -82,6 +82,57 @@ fn an_allowed_origin_and_the_gateways_own_pages_get_through() {
 
     let mut ws = ws_connect(server.port, "/echo/000/a2/websocket", &[("Origin", GOOD)]);
     assert_eq!(ws.next_frame(), Frame::Open);
+}
+
+#[test]
+fn a_dns_rebinding_page_is_refused_though_its_origin_equals_its_host() {
+    let server = Server::start_with(&["--allowed-origin", GOOD]);
+    // evil.test resolved to 127.0.0.1: the browser sends the page's own name
+    // in both headers.
+    let evil_host = format!("evil.test:{}", server.port);
+    let evil_origin = format!("http://{evil_host}");
+    let rebound = |request: Request| {
+        request
+            .header("Host", &evil_host)
+            .header("Origin", &evil_origin)
+    };
+    let requests = [
+        Request::get("/echo/info"),
+        Request::post("/echo/000/r1/xhr", b""),
+        Request::post("/echo/000/r1/xhr_streaming", b""),
+        Request::post("/echo/000/r1/xhr_send", br#"["x"]"#),
+        Request::get("/echo/000/r1/eventsource"),
+        Request::get("/echo/iframe.html"),
+        support::ws_request("/echo/000/r2/websocket", &[]),
+        support::ws_request("/echo/websocket", &[]),
+    ];
+    for request in requests {
+        let label = format!("{} {}", request.method, request.path);
+        let response = server.request(rebound(request));
+        assert_eq!(
+            (response.status, response.text().trim_end()),
+            (403, "Origin not allowed."),
+            "{label}"
+        );
+        response.assert_no_header("Access-Control-Allow-Origin");
+    }
+
+    // The listed origin, and the gateway's own pages reached by address or
+    // as localhost, still get through.
+    let listed = server.request(with_origin(Request::post("/echo/000/r3/xhr", b""), GOOD));
+    assert_eq!((listed.status, listed.text()), (200, "o\n".to_owned()));
+    let local = format!("localhost:{}", server.port);
+    let own = server.request(
+        Request::post("/echo/000/r3/xhr_send", br#"["from the iframe"]"#)
+            .header("Host", &local)
+            .header("Origin", &format!("http://{local}")),
+    );
+    assert_eq!(own.status, 204, "{}", own.body_lossy());
+    assert_eq!(
+        server.poll("/echo", "r3"),
+        Frame::Messages(vec!["from the iframe".into()]),
+        "nothing of the rebinding page's arrived"
+    );
 }
 
 #[test]
@@ -457,5 +508,244 @@ fn a_send_body_that_trickles_in_gets_408_and_the_session_lives_on() {
     assert_eq!(
         server.poll("/echo", "slow"),
         Frame::Messages(vec!["still fine".into()])
+    );
+}
+
+#[test]
+fn ids_over_128_bytes_get_404_on_every_session_path_and_128_still_work() {
+    let server = Server::start_with(&["--allow-jsonp"]);
+    let over = "i".repeat(129);
+    let long_server = format!("{}/s", "9".repeat(129));
+    let requests = |server_and_session: &str| {
+        let at = |name: &str| format!("/echo/{server_and_session}/{name}");
+        vec![
+            Request::post(&at("xhr"), b""),
+            Request::post(&at("xhr_streaming"), b""),
+            Request::post(&at("xhr_send"), br#"["x"]"#),
+            Request::options(&at("xhr")),
+            Request::options(&at("xhr_send")),
+            Request::get(&at("eventsource")),
+            Request::get(&at("htmlfile?c=cb")),
+            Request::get(&at("jsonp?c=cb")),
+            Request::post(&at("jsonp_send"), b"d=%5B%22x%22%5D")
+                .header("Content-Type", "application/x-www-form-urlencoded"),
+            support::ws_request(&at("websocket"), &[]),
+            Request::post(&at("websocket"), b""),
+        ]
+    };
+    for ids in [format!("000/{over}"), long_server] {
+        for request in requests(&ids) {
+            let label = format!("{} {}", request.method, request.path);
+            let response = server.request(request);
+            assert_eq!(
+                (response.status, response.text().trim_end()),
+                (404, "Server or session id longer than 128 bytes."),
+                "{label}"
+            );
+        }
+    }
+
+    let longest = "i".repeat(128);
+    assert_eq!(server.xhr("/echo", &longest).text(), "o\n");
+    server.send_ok("/echo", &longest, r#"["at the cap"]"#);
+    assert_eq!(
+        server.poll("/echo", &longest),
+        Frame::Messages(vec!["at the cap".into()])
+    );
+    let ws_id = format!("w{}", "i".repeat(127));
+    let mut ws = ws_connect(server.port, &format!("/echo/000/{ws_id}/websocket"), &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+}
+
+/// A loopback connection whose receive buffer is as small as the kernel
+/// allows, so what the client leaves unread stays with the server.
+fn connect_with_small_receive_buffer(port: u16) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[test]
+fn a_client_pipelining_requests_it_never_reads_is_not_buffered_for() {
+    use std::io::Write;
+
+    const REQUESTS: usize = 100_000;
+    /// What the gateway may grow by while the attack runs (it grew by
+    /// 41 MiB before reads were gated on writes).
+    const RSS_BOUND_KIB: u64 = 8 * 1024;
+
+    let server = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let metrics = support::metrics_port(&server);
+    let answered = || {
+        support::metric_value(
+            &support::scrape(metrics),
+            r#"sockjs_http_responses_total{status="200"}"#,
+        ) as u64
+    };
+    // Warm up the paths the attack uses, so what grows is what it piles up.
+    for _ in 0..100 {
+        assert_eq!(server.get("/echo/info").status, 200);
+    }
+    let before = rss_kib(server.pid());
+    let answered_before = answered();
+
+    let mut attacker = connect_with_small_receive_buffer(server.port);
+    attacker
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = b"GET /echo/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let batch: Vec<u8> = request.repeat(1000);
+    let mut written = 0;
+    for _ in 0..REQUESTS / 1000 {
+        // A write that cannot finish is the gateway no longer reading: what
+        // the attack was meant to bring about.
+        if attacker.write_all(&batch).is_err() {
+            break;
+        }
+        written += 1000;
+    }
+
+    // The gateway stops answering the attacker once its answers pile up.
+    let (answered_after, peak) =
+        support::wait_until_answers_stop(metrics, server.pid(), Duration::from_secs(60));
+    let answered_attack = answered_after - answered_before;
+    assert!(
+        answered_attack < REQUESTS as u64 / 2,
+        "answered {answered_attack} of the {written} requests written, none of them read"
+    );
+    assert!(
+        peak < before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+
+    // Everyone else is served as before.
+    let mut ws = ws_connect(server.port, "/echo/000/pipe/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    ws.send_text(r#"["still here"]"#);
+    assert_eq!(ws.messages(1), vec!["still here".to_owned()]);
+    assert_eq!(server.get("/echo/info").status, 200);
+    eprintln!(
+        "pipelining: {written} requests written, {answered_attack} answered, RSS {before} -> peak {peak} KiB"
+    );
+    drop(attacker);
+}
+
+#[test]
+fn smuggled_requests_get_400_and_never_reach_a_session() {
+    let server = Server::start();
+    assert_eq!(server.xhr("/echo", "smuggle").text(), "o\n");
+    let smuggled = "POST /echo/000/smuggle/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 11\r\n\r\n[\"sneaked\"]";
+    let heads = [
+        // Content-Length and Transfer-Encoding together (CL.TE / TE.CL).
+        format!("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        // Two Content-Lengths that disagree.
+        format!(
+            "Content-Length: 0\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+        // A Transfer-Encoding that is not chunked last.
+        format!("Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"),
+    ];
+    for head in heads {
+        let mut conn = server.connect();
+        conn.write_all(
+            format!("POST /echo/000/other/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}")
+                .as_bytes(),
+        );
+        let response = conn.read_head();
+        assert_eq!(response.status, 400, "{head:?}");
+        assert!(conn.closed_within(Duration::from_secs(10)), "{head:?}");
+    }
+    server.send_ok("/echo", "smuggle", r#"["mine"]"#);
+    assert_eq!(
+        server.poll("/echo", "smuggle"),
+        Frame::Messages(vec!["mine".into()]),
+        "nothing smuggled arrived"
+    );
+}
+
+#[test]
+fn a_ping_flood_whose_pongs_are_never_read_is_not_buffered_for() {
+    use std::io::Write;
+
+    const PINGS: usize = 1_000_000;
+    const RSS_BOUND_KIB: u64 = 8 * 1024;
+    let server = Server::start();
+    let mut warm = ws_connect(server.port, "/echo/000/warm/websocket", &[]);
+    assert_eq!(warm.next_frame(), Frame::Open);
+    let before = rss_kib(server.pid());
+
+    let mut flood = connect_with_small_receive_buffer(server.port);
+    flood
+        .write_all(&support::ws_request("/echo/000/pings/websocket", &[]).to_bytes(server.port))
+        .unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // A masked ping with an empty payload, 6 bytes, again and again.
+    let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+    let batch = ping.repeat(10_000);
+    let mut sent = 0;
+    let mut peak = before;
+    while sent < PINGS {
+        if flood.write_all(&batch).is_err() {
+            break; // the gateway stopped reading: the backpressure wanted
+        }
+        sent += 10_000;
+        peak = peak.max(rss_kib(server.pid()));
+    }
+    warm.send_text(r#"["unharmed"]"#);
+    assert_eq!(warm.messages(1), vec!["unharmed".to_owned()]);
+    peak = peak.max(rss_kib(server.pid()));
+    assert!(
+        peak < before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {peak} KiB after {sent} pings"
+    );
+    eprintln!("ping flood: {sent} pings sent, RSS {before} -> peak {peak} KiB");
+    drop(flood);
+}
+
+#[test]
+fn header_floods_and_deeply_nested_json_get_their_status_and_harm_nothing() {
+    let server = Server::start();
+    let mut many = Request::get("/echo/info");
+    for n in 0..200 {
+        many = many.header(&format!("X-Flood-{n}"), "x");
+    }
+    assert_eq!(server.request(many).status, 431, "200 headers");
+
+    assert_eq!(server.xhr("/echo", "deep").text(), "o\n");
+    let deep = format!("{}{}", "[".repeat(400_000), "]".repeat(400_000));
+    let response = server.xhr_send("/echo", "deep", deep.as_bytes());
+    assert_eq!(
+        (response.status, response.text().trim_end()),
+        (500, "Payload must be a JSON array of strings."),
+        "800 KB of nesting"
+    );
+    let mut ws = ws_connect(server.port, "/echo/000/deepws/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    ws.send_text(&deep);
+    let (_, close) = ws.read_until_closed();
+    assert_eq!(
+        close,
+        Some((1003, "Payload must be a JSON array of strings.".to_owned())),
+        "a WebSocket message that is no array of strings closes its session"
+    );
+    server.send_ok("/echo", "deep", r#"["fine"]"#);
+    assert_eq!(
+        server.poll("/echo", "deep"),
+        Frame::Messages(vec!["fine".into()])
     );
 }

@@ -8,6 +8,7 @@ mod tls_client;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use support::{expect_start_refused, sid, Server};
 use tls_client::{TestCert, BOUND};
@@ -20,6 +21,96 @@ fn start(cert: &TestCert) -> Server {
         server.log()
     );
     server
+}
+
+#[test]
+fn a_tls_address_in_use_is_refused_naming_it_before_anything_listens() {
+    let cert = TestCert::generate();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let taken = holder.local_addr().unwrap().to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--listen", &taken];
+    args.extend(cert.flags());
+    let (status, stderr) = support::start_refused_with(&args);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("error: cannot listen on {taken}: address already in use")
+    );
+}
+
+#[tokio::test]
+async fn a_tls_client_pipelining_requests_it_never_reads_is_not_buffered_for() {
+    use tokio::io::AsyncWriteExt;
+
+    const REQUESTS: usize = 100_000;
+    const RSS_BOUND_KIB: u64 = 8 * 1024;
+    let cert = TestCert::generate();
+    let mut args = vec!["--metrics", "127.0.0.1:0"];
+    args.extend(cert.flags());
+    let server = Server::start_with(&args);
+    let metrics = support::metrics_port(&server);
+    for _ in 0..50 {
+        let mut h1 = cert.connect(server.port, &[b"http/1.1"]).await;
+        h1.write_all(b"GET /echo/info HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tls_client::bounded(
+            "an /info answer",
+            tokio::io::AsyncReadExt::read_to_end(&mut h1, &mut answer),
+        )
+        .await
+        .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let before = support::rss_kib(server.pid());
+    let (answered_before, _) =
+        support::wait_until_answers_stop(metrics, server.pid(), Duration::from_secs(30));
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(tls_client::HOST).unwrap();
+    let mut attacker = cert
+        .connector(&[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let batch = b"GET /echo/info HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(1000);
+    let mut written = 0;
+    for _ in 0..REQUESTS / 1000 {
+        // A write that cannot finish is the gateway no longer reading.
+        match tokio::time::timeout(Duration::from_secs(2), attacker.write_all(&batch)).await {
+            Ok(Ok(())) => written += 1000,
+            _ => break,
+        }
+    }
+    let (answered_after, peak) =
+        support::wait_until_answers_stop(metrics, server.pid(), Duration::from_secs(60));
+    let answered = answered_after - answered_before;
+    assert!(
+        answered < REQUESTS as u64 / 2,
+        "answered {answered} of the {written} requests written, none of them read"
+    );
+    assert!(
+        peak < before + RSS_BOUND_KIB,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    let mut wss = cert.wss(server.port, "/echo/000/tlspipe/websocket").await;
+    assert_eq!(wss.next_text().await, "o");
+    wss.send(r#"["still here"]"#).await;
+    assert_eq!(wss.next_text().await, r#"a["still here"]"#);
+    eprintln!(
+        "TLS pipelining: {written} written, {answered} answered, RSS {before} -> peak {peak} KiB"
+    );
+    drop(attacker);
 }
 
 #[tokio::test]

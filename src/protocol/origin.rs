@@ -8,7 +8,8 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
-    /// A policy allowing exactly these origins (and the service's own).
+    /// A policy allowing exactly these origins (and the gateway's own pages,
+    /// see [`OriginPolicy::allows`]).
     pub fn allow_only<I, S>(origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -30,9 +31,16 @@ impl OriginPolicy {
     }
 
     /// Whether a request with this `Origin` header may proceed. `host` is the
-    /// request's `Host`: a page served by the gateway itself (the iframe
-    /// transports) is always allowed. A request without `Origin` comes from no
-    /// browser page that could be refused this way, so it proceeds.
+    /// request's `Host`. A request without `Origin` comes from no browser
+    /// page that could be refused this way, so it proceeds.
+    ///
+    /// Beside the list, the gateway's own pages (the iframe page, whose
+    /// transports post from the gateway's origin) are allowed: an `Origin`
+    /// equal to `Host` whose name DNS cannot rebind, that is an IP address
+    /// or `localhost`, or an `https://` one, whose name the certificate
+    /// vouched for. Any other `Origin` equal to `Host` may be a DNS-rebinding
+    /// page (`evil.test` resolved to the gateway's address) and must be on
+    /// the list like every other origin.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else {
             return true;
@@ -41,7 +49,7 @@ impl OriginPolicy {
             return true;
         }
         let origin = normalize(origin);
-        if host.is_some_and(|host| same_host(&origin, host)) {
+        if host.is_some_and(|host| is_own_page(&origin, host)) {
             return true;
         }
         self.allowed.iter().any(|pattern| matches(pattern, &origin))
@@ -89,6 +97,39 @@ fn matches(pattern: &str, origin: &str) -> bool {
         .and_then(|o| o.strip_prefix("://"))
         .and_then(|host| host.strip_suffix(rest))
         .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1 && !sub.contains('/'))
+}
+
+/// An origin equal to `host` that a DNS-rebinding page cannot have: see
+/// [`OriginPolicy::allows`].
+fn is_own_page(origin: &str, host: &str) -> bool {
+    if !same_host(origin, host) {
+        return false;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    scheme == "https" || names_no_dns(authority)
+}
+
+/// `HOST[:PORT]` whose host is an IP address or `localhost`.
+fn names_no_dns(authority: &str) -> bool {
+    let (name, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, rest)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => (None, rest),
+            _ => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((name, _)) => (Some(name), &authority[name.len()..]),
+            None => (Some(authority), ""),
+        },
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok =
+        name.is_none_or(|name| name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok());
+    port_ok && name_ok
 }
 
 fn same_host(origin: &str, host: &str) -> bool {
@@ -146,8 +187,46 @@ mod tests {
         let policy = OriginPolicy::allow_only(["https://app.example.com"]);
         assert!(policy.allows(None, None));
         assert!(policy.allows(Some("http://127.0.0.1:8081"), Some("127.0.0.1:8081")));
+        assert!(policy.allows(Some("http://10.0.0.5"), Some("10.0.0.5:80")));
+        assert!(policy.allows(Some("http://[::1]:8081"), Some("[::1]:8081")));
+        assert!(policy.allows(Some("http://localhost:8081"), Some("localhost:8081")));
         assert!(policy.allows(Some("https://gw.example.com"), Some("gw.example.com:443")));
+        assert!(policy.allows(
+            Some("https://gw.example.com:8443"),
+            Some("gw.example.com:8443")
+        ));
         assert!(!policy.allows(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8081")));
+        assert!(!policy.allows(Some("http://127.0.0.1:8081"), None));
+    }
+
+    #[test]
+    fn a_dns_rebinding_page_is_not_the_gateways_own() {
+        let policy = OriginPolicy::allow_only(["https://app.example.com"]);
+        for (origin, host) in [
+            ("http://evil.test:8081", "evil.test:8081"),
+            ("http://evil.test", "evil.test"),
+            ("http://evil.test", "evil.test:80"),
+            (
+                "http://localhost.evil.test:8081",
+                "localhost.evil.test:8081",
+            ),
+            (
+                "http://127.0.0.1.evil.test:8081",
+                "127.0.0.1.evil.test:8081",
+            ),
+            ("http://[::1].evil.test:8081", "[::1].evil.test:8081"),
+            ("http://gw.example.com", "gw.example.com"),
+        ] {
+            assert!(!policy.allows(Some(origin), Some(host)), "{origin} {host}");
+        }
+        let listed = OriginPolicy::allow_only(["http://gw.example.com"]);
+        assert!(
+            listed.allows(Some("http://gw.example.com"), Some("gw.example.com")),
+            "a named plain-HTTP origin of the gateway's is allowed by listing it"
+        );
+        assert!(
+            OriginPolicy::default().allows(Some("http://evil.test:8081"), Some("evil.test:8081"))
+        );
     }
 
     #[test]

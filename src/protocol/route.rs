@@ -53,10 +53,19 @@ pub enum Route<'a> {
     },
 }
 
+/// The longest `SERVER` or `SESSION` segment accepted, in bytes as sent
+/// (percent-escapes count as written). Clients use 8 to 36 (a UUID); a
+/// session id is kept for the session's life, so unbounded ids would let
+/// one client pin as much memory as its request line holds.
+pub const MAX_ID_BYTES: usize = 128;
+
 /// A request the service refuses before any session is involved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
     NotFound,
+    /// A session path whose `SERVER` or `SESSION` is over [`MAX_ID_BYTES`]:
+    /// `404`, like every other path that names no session.
+    IdTooLong,
     /// The path exists but not for this method; `allow` is the `Allow` value.
     MethodNotAllowed {
         allow: &'static str,
@@ -136,6 +145,9 @@ fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
         "jsonp_send" => (SessionEndpoint::Send(SendKind::Jsonp), false, POST),
         _ => return Err(RouteError::NotFound),
     };
+    if server_id.len() > MAX_ID_BYTES || session_id.len() > MAX_ID_BYTES {
+        return Err(RouteError::IdTooLong);
+    }
     let expected = if allow == GET {
         Method::Get
     } else {
@@ -348,6 +360,53 @@ mod tests {
                 other => panic!("{server}/{id}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ids_are_capped_at_max_id_bytes() {
+        let longest = "s".repeat(MAX_ID_BYTES);
+        let over = "s".repeat(MAX_ID_BYTES + 1);
+        for (method, name) in [
+            (Get, "websocket"),
+            (Post, "xhr"),
+            (Post, "xhr_streaming"),
+            (Post, "xhr_send"),
+            (Options, "xhr"),
+            (Get, "eventsource"),
+            (Get, "htmlfile"),
+            (Get, "jsonp"),
+            (Post, "jsonp_send"),
+        ] {
+            match route(method, &format!("/000/{longest}/{name}")) {
+                Ok(Route::Session { session_id, .. }) => assert_eq!(session_id, longest),
+                other => panic!("{name} with a {MAX_ID_BYTES}-byte id: {other:?}"),
+            }
+            assert_eq!(
+                route(method, &format!("/000/{over}/{name}")),
+                Err(RouteError::IdTooLong),
+                "{name}"
+            );
+            assert_eq!(
+                route(method, &format!("/{over}/s/{name}")),
+                Err(RouteError::IdTooLong),
+                "{name}: the server id too"
+            );
+        }
+        assert_eq!(
+            route(Post, &format!("/000/{over}/websocket")),
+            Err(RouteError::IdTooLong),
+            "the length is checked before the method"
+        );
+        let escaped = "%20".repeat(43);
+        assert_eq!(
+            route(Post, &format!("/000/{escaped}/xhr")),
+            Err(RouteError::IdTooLong),
+            "escapes count as written: 129 bytes"
+        );
+        assert_eq!(
+            route(Post, &format!("/000/{over}/unknown")),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]

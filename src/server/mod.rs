@@ -384,6 +384,10 @@ pub(crate) async fn dispatch(
     let route = match route::route(method, path) {
         Ok(route) => route,
         Err(RouteError::NotFound) => return not_found(&req),
+        Err(RouteError::IdTooLong) => {
+            log::debug!("{} {}: id too long", req.method(), truncated(req.path()));
+            return text_response(StatusCode::NOT_FOUND, ID_TOO_LONG);
+        }
         Err(RouteError::MethodNotAllowed { allow }) => {
             log::debug!("{} {}: method not allowed", req.method(), req.path());
             return HttpResponse::MethodNotAllowed()
@@ -458,6 +462,18 @@ fn header_bytes(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum()
+}
+
+const ID_TOO_LONG: &str = "Server or session id longer than 128 bytes.";
+const _: () = assert!(route::MAX_ID_BYTES == 128, "ID_TOO_LONG names the cap");
+
+/// The start of a path for a log line.
+fn truncated(path: &str) -> &str {
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
 }
 
 fn not_found(req: &HttpRequest) -> HttpResponse {

@@ -1730,9 +1730,24 @@ impl Server {
 /// ever printing its listening line. Returns its stderr.
 #[track_caller]
 pub fn expect_start_refused(extra: &[&str]) -> String {
+    start_refused_status(extra).1
+}
+
+/// As [`expect_start_refused`], also returning the exit status.
+#[track_caller]
+pub fn start_refused_status(extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start_refused_with(&args)
+}
+
+/// Starts the gateway with exactly `args` (no `--listen` added) and expects
+/// it to exit with a non-zero status without ever printing its listening
+/// line. Returns the status and its stderr.
+#[track_caller]
+pub fn start_refused_with(args: &[&str]) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1758,21 +1773,19 @@ pub fn expect_start_refused(extra: &[&str]) -> String {
             let status = child.wait().expect("wait for sockjs-gateway");
             assert!(
                 !status.success(),
-                "sockjs-gateway {extra:?} must exit with a non-zero status, got {status}; stderr:\n{log}"
+                "sockjs-gateway {args:?} must exit with a non-zero status, got {status}; stderr:\n{log}"
             );
-            log
+            (status, log)
         }
         Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("sockjs-gateway {extra:?} must refuse to start, but it is listening");
+            panic!("sockjs-gateway {args:?} must refuse to start, but it is listening");
         }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "sockjs-gateway {extra:?} neither exited nor started within {STARTUP_TIMEOUT:?}"
-            );
+            panic!("sockjs-gateway {args:?} neither exited nor started within {STARTUP_TIMEOUT:?}");
         }
     }
 }
@@ -1874,6 +1887,42 @@ impl Server {
 // ---------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------
+
+/// Resident memory of a process in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Scrapes `sockjs_http_responses_total{status="200"}` until it has not
+/// moved for 25 scrapes in a row (at least half a second): the gateway has
+/// stopped answering. Returns that count and the peak RSS of `pid` seen.
+pub fn wait_until_answers_stop(metrics: u16, pid: u32, bound: Duration) -> (u64, u64) {
+    let answered = || {
+        metric_value(
+            &scrape(metrics),
+            r#"sockjs_http_responses_total{status="200"}"#,
+        ) as u64
+    };
+    let mut last = (answered(), 0);
+    let mut peak = rss_kib(pid);
+    poll_until("the gateway to stop answering", bound, || {
+        peak = peak.max(rss_kib(pid));
+        let now = answered();
+        if now == last.0 {
+            last.1 += 1;
+        } else {
+            last = (now, 0);
+        }
+        (last.1 >= 25).then_some(())
+    });
+    (last.0, peak)
+}
 
 /// The port of `--metrics 127.0.0.1:0`, read from the log.
 pub fn metrics_port(server: &Server) -> u16 {

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Runs the scenarios one after another against the same server (churn,
-//! then no loss, then stalled readers; see their modules), prints a table of
+//! then no loss, then stalled readers, then no loss under attack; see their
+//! modules), prints a table of
 //! every check and writes the full figures as JSON. Exits 1 when a check
 //! failed, 2 on bad usage. bench/soak.sh builds and starts the gateway and
 //! drives this.
@@ -30,6 +31,7 @@ mod stats;
 #[path = "../ws.rs"]
 mod ws;
 
+mod attack;
 mod churn;
 mod client;
 mod metrics;
@@ -50,7 +52,7 @@ usage: sockjs-soak --url http://IP:PORT --metrics http://IP:PORT/metrics[,URL...
                             RSS from /metrics); a cluster: PID,... or LABEL=PID,...
   --mode short|full         the sizes below                                    [short]
   --out FILE                write the results as JSON
-  --only LIST               comma-separated subset of churn,noloss,stalled
+  --only LIST               comma-separated subset of churn,noloss,stalled,attack
   --sources K               spread client sockets over 127.0.0.2..(K+1)        [4]
   --disconnect-delay SECS   the server's --disconnect-delay                    [1]
   --send-timeout SECS       the server's --send-timeout                        [10]
@@ -65,6 +67,9 @@ usage: sockjs-soak --url http://IP:PORT --metrics http://IP:PORT/metrics[,URL...
   --flood-rate R            flood broadcasts per second          [500]
   --flood-size BYTES        flood message size                   [4096]
   --stalled-kinds LIST      stalled transports, in turn          [websocket,xhr-streaming]
+  --attack-messages M       no-loss messages, alone then attacked [5000 / 200000]
+  --attack-sessions S       no-loss sessions of the attack phase [20 / 100]
+  --attack-mib N            bytes per streaming attack, MiB      [4 / 64]
 ";
 
 /// One pass/fail line of the report.
@@ -133,6 +138,9 @@ struct Options {
     flood_rate: u64,
     flood_size: usize,
     stalled_kinds: Vec<client::Kind>,
+    attack_messages: u64,
+    attack_sessions: usize,
+    attack_mib: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -165,6 +173,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         "flood-rate",
         "flood-size",
         "stalled-kinds",
+        "attack-messages",
+        "attack-sessions",
+        "attack-mib",
     ];
     if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
         return Err(format!("unknown flag --{k}"));
@@ -190,13 +201,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let pick = |short: u64, full_v: u64| if full { full_v } else { short };
     let only: Vec<String> = get("only")
-        .unwrap_or_else(|| "churn,noloss,stalled".into())
+        .unwrap_or_else(|| "churn,noloss,stalled,attack".into())
         .split(',')
         .map(str::to_owned)
         .collect();
     if let Some(bad) = only
         .iter()
-        .find(|s| !["churn", "noloss", "stalled"].contains(&s.as_str()))
+        .find(|s| !["churn", "noloss", "stalled", "attack"].contains(&s.as_str()))
     {
         return Err(format!("--only: no scenario {bad}"));
     }
@@ -266,9 +277,25 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 )),
             })
             .collect::<Result<_, _>>()?,
+        attack_messages: num(
+            get("attack-messages"),
+            "attack-messages",
+            pick(5_000, 200_000),
+        )?,
+        attack_sessions: num(
+            get("attack-sessions"),
+            "attack-sessions",
+            pick(20, 100) as usize,
+        )?,
+        attack_mib: num(get("attack-mib"), "attack-mib", pick(4, 64) as usize)?,
         mode,
     };
-    if opts.churn_wave == 0 || opts.noloss_sessions == 0 || opts.noloss_messages == 0 {
+    if opts.churn_wave == 0
+        || opts.noloss_sessions == 0
+        || opts.noloss_messages == 0
+        || opts.attack_sessions == 0
+        || opts.attack_messages == 0
+    {
         return Err("sizes must be positive".into());
     }
     if !(0.5..=600.0).contains(&opts.stalled_secs) {
@@ -356,7 +383,7 @@ async fn run_all(opts: &Options) -> Vec<Outcome> {
         Err(e) => return vec![failed("setup", e)],
     };
     let mut outcomes = Vec::new();
-    for name in ["churn", "noloss", "stalled"] {
+    for name in ["churn", "noloss", "stalled", "attack"] {
         if !opts.only.iter().any(|s| s == name) {
             continue;
         }
@@ -405,6 +432,31 @@ async fn run_all(opts: &Options) -> Vec<Outcome> {
                     },
                     target.clone(),
                     metrics,
+                )
+                .await
+            }
+            "attack" => {
+                let (sessions, messages) = (opts.attack_sessions, opts.attack_messages);
+                let full = opts.mode == "full";
+                attack::run(
+                    attack::Config {
+                        noloss: Box::new(move |run_id: &str| noloss::Config {
+                            sessions,
+                            messages,
+                            windows: vec![1, 4, 32, 128],
+                            batch: 32,
+                            stall: Duration::from_secs(10),
+                            bound: Duration::from_secs(if full { 300 } else { 40 }),
+                            run_id: run_id.to_owned(),
+                        }),
+                        run_id: run_id.clone(),
+                        stream_bytes: opts.attack_mib << 20,
+                        requests: if full { 2_000 } else { 100 },
+                        empty_bodies: if full { 20 } else { 3 },
+                    },
+                    target.clone(),
+                    &opts.metrics,
+                    opts.procs.clone(),
                 )
                 .await
             }

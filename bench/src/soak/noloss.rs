@@ -9,10 +9,11 @@
 //! message arriving then is a duplicate.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -22,7 +23,7 @@ use crate::churn::round3;
 use crate::client::{open_ws, parse_soak, soak_message, ws_frame, Frame, Kind, Receiver, Sender};
 use crate::metrics::Metrics;
 use crate::net::Target;
-use crate::stats::{Seen, SeqCheck};
+use crate::stats::{latency_json, Seen, SeqCheck};
 use crate::{Check, Outcome};
 
 /// How long a session keeps reading after its last echo.
@@ -64,6 +65,14 @@ struct Track {
     send_requests: u64,
     secs: f64,
     completed: bool,
+    /// When each message still awaited was handed to the transport.
+    sent_at: VecDeque<(u64, Instant)>,
+    /// Round trips, send to echo, in nanoseconds.
+    latency: Histogram<u64>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("bounds")
 }
 
 impl Track {
@@ -86,6 +95,29 @@ impl Track {
             send_requests: 0,
             secs: 0.0,
             completed: false,
+            sent_at: VecDeque::new(),
+            latency: latency_histogram(),
+        }
+    }
+
+    /// Messages from `from` to `to` handed to the transport now.
+    fn sending(&mut self, from: u64, to: u64) {
+        let now = Instant::now();
+        self.sent_at.extend((from..=to).map(|seq| (seq, now)));
+        self.sent = to;
+    }
+
+    /// The round trip of `seq`, first seen now.
+    fn timed(&mut self, seq: u64) {
+        while let Some(&(first, at)) = self.sent_at.front() {
+            if first > seq {
+                break;
+            }
+            self.sent_at.pop_front();
+            if first == seq {
+                let _ = self.latency.record(at.elapsed().as_nanos() as u64);
+                break;
+            }
         }
     }
 
@@ -108,8 +140,10 @@ impl Track {
                     match parse_soak(m) {
                         Some((s, seq)) if s == self.sid && seq >= 1 && seq <= self.sent => {
                             match self.check.see(seq) {
-                                Seen::InOrder => self.unique += 1,
-                                Seen::Gap(_) => self.unique += 1,
+                                Seen::InOrder | Seen::Gap(_) => {
+                                    self.unique += 1;
+                                    self.timed(seq);
+                                }
                                 Seen::Reordered => {
                                     self.unique += 1;
                                     self.reordered += 1;
@@ -157,7 +191,7 @@ async fn ws_session(cfg: Rc<Config>, target: Rc<Target>, t: Rc<RefCell<Track>>) 
     let result: Result<(), String> = async {
         loop {
             while next <= quota && next - 1 - t.borrow().unique < window {
-                t.borrow_mut().sent = next;
+                t.borrow_mut().sending(next, next);
                 let payload = serde_json::to_string(&[soak_message(&sid, next)]).expect("JSON");
                 ws.send_text(payload.as_bytes()).await?;
                 next += 1;
@@ -234,7 +268,7 @@ async fn http_session(cfg: Rc<Config>, target: Rc<Target>, t: Rc<RefCell<Track>>
             batch.clear();
             batch.extend((next..next + n).map(|s| soak_message(&sid, s)));
             // The echo may be read before the send request is answered.
-            t.borrow_mut().sent = next + n - 1;
+            t.borrow_mut().sending(next, next + n - 1);
             if let Err(e) = send.send(&batch).await {
                 fail(format!("send: {e}"));
                 break;
@@ -312,6 +346,7 @@ struct Sum {
     receiver_requests: u64,
     send_requests: u64,
     secs_max: f64,
+    latency: Option<Histogram<u64>>,
 }
 
 impl Sum {
@@ -332,6 +367,16 @@ impl Sum {
         self.receiver_requests += t.receiver_requests;
         self.send_requests += t.send_requests;
         self.secs_max = self.secs_max.max(t.secs);
+        let _ = self
+            .latency
+            .get_or_insert_with(latency_histogram)
+            .add(&t.latency);
+    }
+
+    fn latency_ms(&self) -> serde_json::Value {
+        self.latency
+            .as_ref()
+            .map_or(serde_json::Value::Null, |h| latency_json(h, 1e6))
     }
 
     fn json(&self) -> serde_json::Value {
@@ -352,6 +397,7 @@ impl Sum {
             "send_requests": self.send_requests,
             "secs": round3(self.secs_max),
             "msgs_per_s": round3(self.unique as f64 / self.secs_max.max(1e-9)),
+            "latency_ms": self.latency_ms(),
         })
     }
 }
@@ -520,8 +566,15 @@ pub async fn run(cfg: Config, target: Rc<Target>, mut metrics: Metrics) -> Resul
         "forwarded_requests": if metrics.nodes() > 1 { json!(forwarded) } else { json!(null) },
         "error_samples": errors,
     });
+    let p99 = total
+        .latency
+        .as_ref()
+        .filter(|h| !h.is_empty())
+        .map_or("-".to_owned(), |h| {
+            format!("{:.2} ms", h.value_at_quantile(0.99) as f64 / 1e6)
+        });
     let mut summary = format!(
-        "{} msgs through {} sessions in {:.1}s: {:.0} msgs/s; lost {} dup {} reordered {}",
+        "{} msgs through {} sessions in {:.1}s: {:.0} msgs/s, round trip p99 {p99}; lost {} dup {} reordered {}",
         total.unique, cfg.sessions, secs, msgs_per_s, total.lost, total.duplicated, total.reordered
     );
     if metrics.nodes() > 1 {

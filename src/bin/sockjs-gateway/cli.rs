@@ -1,6 +1,7 @@
 //! Command-line flags. Every setting flag is optional with no clap default,
 //! so the settings can tell a flag that was given (it overrides the file)
-//! from one that was not; the defaults live in `settings.rs`.
+//! from one that was not; the defaults, and the merging, live in
+//! `settings.rs`, which reads this module (never the other way round).
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -10,11 +11,10 @@ use std::time::Duration;
 use clap::Parser;
 use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 
-use crate::settings::{RelaySpec, ServiceOptions};
 use crate::values::{
-    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol, parse_timeout,
-    parse_upstream,
+    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
+    parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
+    parse_timeout, parse_upstream,
 };
 
 /// A SockJS server and gateway. With no flags it serves the conventional
@@ -107,15 +107,15 @@ pub struct Cli {
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<Cidr>,
 
-    /// At most this many live sessions per service; new ones beyond get 503
-    /// (default: no cap).
-    #[arg(long, value_name = "N")]
+    /// At most this many live sessions per service, at least 1; new ones
+    /// beyond get 503 (default: no cap).
+    #[arg(long, value_name = "N", value_parser = parse_max_sessions)]
     pub max_sessions: Option<usize>,
 
     /// A relay service: sessions at PREFIX are forwarded to URL (ws://, wss://
     /// or tcp://HOST:PORT); repeatable.
     #[arg(long = "relay", value_name = "PREFIX=URL", value_parser = parse_relay)]
-    pub relays: Vec<RelaySpec>,
+    pub relays: Vec<RelayFlag>,
 
     /// The WebSocket subprotocol(s) the relay at PREFIX asks its upstream
     /// for, e.g. /stomp=v12.stomp; several are offered in order. An upstream
@@ -166,43 +166,21 @@ pub struct Cli {
     pub workers: Option<NonZeroUsize>,
 }
 
-impl Cli {
-    /// The per-service options given as flags: they override every service's.
-    pub fn service_options(&self) -> ServiceOptions {
-        ServiceOptions {
-            heartbeat_delay: self.heartbeat_delay,
-            disconnect_delay: self.disconnect_delay,
-            max_queued_bytes: self.max_queued_bytes,
-            max_message_bytes: self.max_message_bytes,
-            send_timeout: self.send_timeout,
-            body_timeout: self.body_timeout,
-            overflow: self.overflow,
-            allowed_origins: given(&self.allowed_origins),
-            allow_jsonp: self.allow_jsonp.then_some(true),
-            bind_session: self.bind_session.clone(),
-            max_sessions: self.max_sessions,
-            ..ServiceOptions::default()
-        }
-    }
-}
-
-/// A repeatable flag counts as given when it was given at least once.
-pub fn given<T: Clone>(values: &[T]) -> Option<Vec<T>> {
-    (!values.is_empty()).then(|| values.to_vec())
+/// One `--relay PREFIX=URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayFlag {
+    pub prefix: String,
+    pub upstream: String,
 }
 
 /// `PREFIX=URL`, both validated as in the file.
-fn parse_relay(text: &str) -> Result<RelaySpec, String> {
+fn parse_relay(text: &str) -> Result<RelayFlag, String> {
     let (prefix, upstream) = text.split_once('=').ok_or_else(|| {
         format!("`{text}`: a relay is PREFIX=URL, e.g. /app=ws://127.0.0.1:9000/")
     })?;
-    Ok(RelaySpec {
+    Ok(RelayFlag {
         prefix: parse_prefix(prefix)?,
         upstream: parse_upstream(upstream)?,
-        forward_headers: Vec::new(),
-        subprotocols: Vec::new(),
-        trusted_ca: None,
-        connect_timeout: None,
     })
 }
 
@@ -271,17 +249,5 @@ mod tests {
         assert!(parse_relay_subprotocols("/stomp=").is_err());
         assert!(parse_relay_subprotocols("/stomp=a b").is_err());
         assert!(parse_relay_subprotocols("stomp=v12.stomp").is_err());
-    }
-
-    #[test]
-    fn flags_not_given_are_none() {
-        let cli = Cli::parse_from(["sockjs-gateway"]);
-        assert!(cli.listen.is_empty());
-        assert_eq!(cli.heartbeat_delay, None);
-        assert_eq!(cli.service_options().allow_jsonp, None);
-        let cli = Cli::parse_from(["sockjs-gateway", "--heartbeat-delay", "1s", "--allow-jsonp"]);
-        let options = cli.service_options();
-        assert_eq!(options.heartbeat_delay, Some(Duration::from_secs(1)));
-        assert_eq!(options.allow_jsonp, Some(true));
     }
 }

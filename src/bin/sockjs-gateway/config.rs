@@ -14,9 +14,9 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 use toml::Spanned;
 
 use crate::values::{
-    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_origin,
-    parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol, parse_timeout,
-    parse_upstream,
+    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
+    parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
+    parse_timeout, parse_upstream,
 };
 
 /// The whole file.
@@ -127,6 +127,7 @@ service_tables! {
         #[serde(default, deserialize_with = "origins")]
         allowed_origins: Vec<String>,
         allow_jsonp: bool,
+        #[serde(default, deserialize_with = "max_sessions")]
         max_sessions: usize,
         max_queued_bytes: usize,
         max_message_bytes: usize,
@@ -335,6 +336,10 @@ impl<'de> Deserialize<'de> for HeaderName {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     Text(parse_duration).deserialize(d).map(Some)
+}
+
+fn max_sessions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Text(parse_max_sessions).deserialize(d).map(Some)
 }
 
 fn overflow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Overflow>, D::Error> {

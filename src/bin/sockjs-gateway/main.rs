@@ -1,5 +1,6 @@
 //! `sockjs-gateway`: serves the conventional SockJS services out of the box.
 
+mod backpressure;
 mod cli;
 mod cluster;
 mod config;
@@ -8,12 +9,14 @@ mod plain_listener;
 mod services;
 mod settings;
 mod tls;
+mod tls_listener;
 mod values;
 
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::Service;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use clap::Parser;
 use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
@@ -45,6 +48,14 @@ async fn main() -> std::io::Result<()> {
         .map(Cluster::new)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
+    // Every socket is bound before anything is served or logged as
+    // listening, so an address in use stops the start naming it.
+    let listeners: Vec<TcpListener> = settings.listen.iter().map(|&addr| bind(addr)).collect();
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|listener| listener.local_addr())
+        .collect::<Result<_, _>>()?;
+    let metrics_listener = settings.metrics.map(bind);
     let metrics = Metrics::new();
     if let Some(cluster) = &cluster {
         metrics.watch_cluster(cluster);
@@ -80,44 +91,22 @@ async fn main() -> std::io::Result<()> {
         app
     };
     let workers = settings.workers.map(|w| w.get());
-    let (server, bound, scheme) = match &tls {
-        Some(tls) => {
-            let mut server = HttpServer::new(app)
-                // Without this, actix keeps a response going after the client
-                // closed its side, and a dropped long-poll would hold its
-                // session until a heartbeat.
-                .h1_allow_half_closed(false)
-                // Frames are small and written one by one: Nagle's algorithm
-                // would hold each behind the client's delayed ACK (40 ms per
-                // polling round trip).
-                .tcp_nodelay(true)
-                // Signals are ours: sessions get their close frames before
-                // actix stops.
-                .disable_signals()
-                .shutdown_timeout(1);
-            if let Some(workers) = workers {
-                server = server.workers(workers);
-            }
-            for addr in &settings.listen {
-                server = server.bind_rustls_0_23(addr, tls.clone())?;
-            }
-            let bound = server.addrs();
-            (server.run(), bound, "https")
-        }
-        None => {
-            // The longest send timeout of any service, and the grace after it.
-            let stall_limit = settings
-                .services
-                .iter()
-                .map(|service| service.options.send_timeout)
-                .try_fold(Duration::ZERO, |longest, timeout| {
-                    (!timeout.is_zero()).then_some(longest.max(timeout))
-                })
-                .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
-            let (server, bound) =
-                plain_listener::serve(&settings.listen, workers, stall_limit, app)?;
-            (server, bound, "http")
-        }
+    // The longest send timeout of any service, and the grace after it: how
+    // long a plain listener lets a write wait with nothing taken.
+    let stall_limit = settings
+        .services
+        .iter()
+        .map(|service| service.options.send_timeout)
+        .try_fold(Duration::ZERO, |longest, timeout| {
+            (!timeout.is_zero()).then_some(longest.max(timeout))
+        })
+        .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
+    let (server, scheme) = match tls {
+        Some(tls) => (tls_listener::serve(listeners, workers, tls, app)?, "https"),
+        None => (
+            plain_listener::serve(listeners, workers, stall_limit, app)?,
+            "http",
+        ),
     };
     // Checked before the listening line: a node others cannot reach does not start.
     let advertise = cluster.as_ref().map(|_| {
@@ -147,8 +136,8 @@ async fn main() -> std::io::Result<()> {
     }
     let leaving = cluster.clone();
     let handle = server.handle();
-    let metrics_server = match settings.metrics {
-        Some(addr) => Some(observability::serve(addr, metrics, health.clone())?),
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(observability::serve(listener, metrics, health.clone())?),
         None => None,
     };
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
@@ -181,6 +170,26 @@ async fn main() -> std::io::Result<()> {
 fn refuse_to_start(error: impl std::fmt::Display) -> ! {
     eprintln!("error: {error}");
     std::process::exit(2)
+}
+
+fn bind(addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr).unwrap_or_else(|error| refuse_to_start(cannot_listen(addr, &error)))
+}
+
+/// `cannot listen on 127.0.0.1:8081: address already in use`: the OS's
+/// reason without its `(os error 98)`, as the other start-up errors read.
+fn cannot_listen(addr: SocketAddr, error: &std::io::Error) -> String {
+    let reason = error.to_string();
+    let reason = match reason.rfind(" (os error ") {
+        Some(at) => &reason[..at],
+        None => &reason,
+    };
+    let mut chars = reason.chars();
+    let reason: String = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_owned(),
+    };
+    format!("cannot listen on {addr}: {reason}")
 }
 
 /// A page to try every service and transport by hand.

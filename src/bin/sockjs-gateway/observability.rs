@@ -1,7 +1,7 @@
 //! `--metrics ADDR`: Prometheus text at `/metrics` and a health check at
 //! `/healthz`, on their own address.
 
-use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -51,7 +51,8 @@ impl Health {
     }
 }
 
-pub fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<Server> {
+/// Serves on `listener`, already bound.
+pub fn serve(listener: TcpListener, metrics: Metrics, health: Health) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(metrics.clone()))
@@ -62,7 +63,7 @@ pub fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Res
     .workers(1)
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(addr)?;
+    .listen(listener)?;
     for addr in server.addrs() {
         log::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
     }

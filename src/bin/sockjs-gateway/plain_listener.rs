@@ -4,11 +4,11 @@
 //! that can also speak HTTP/2, and with the `http2` feature (needed for
 //! HTTP/2 over TLS) that task carries the HTTP/2 state inline: about 1.8 KiB
 //! more for every idle WebSocket. Browsers never speak cleartext HTTP/2, so
-//! plain listeners are built here with an HTTP/1 service instead; the
-//! settings are the ones the gateway gives `HttpServer` over TLS.
+//! plain listeners are built here with an HTTP/1 service instead, reading
+//! through [`Gated`] (see `backpressure.rs`).
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_http::error::DispatchError;
@@ -22,20 +22,21 @@ use actix_web::dev::{AppConfig, Server};
 use futures::future::ready;
 use sockjs_gateway::AbortableStream;
 
+use crate::backpressure::Gated;
+
 /// actix-web's defaults for the request head and the client's goodbye.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A server on `addrs` running `app` on every worker; also the addresses
-/// actually bound (port 0 picks one).
+/// A server on `listeners` (already bound) running `app` on every worker.
 /// `stall_limit`: how long a write to a client may wait with nothing taken
 /// before its connection is reset.
 pub fn serve<F, I, S, B>(
-    addrs: &[SocketAddr],
+    listeners: Vec<TcpListener>,
     workers: Option<usize>,
     stall_limit: Option<Duration>,
     app: F,
-) -> std::io::Result<(Server, Vec<SocketAddr>)>
+) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -49,11 +50,8 @@ where
     if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
-    let mut bound = Vec::new();
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)?;
+    for listener in listeners {
         let local = listener.local_addr()?;
-        bound.push(local);
         let app = app.clone();
         builder = builder.listen(format!("sockjs-gateway-{local}"), listener, move || {
             let app = app()
@@ -62,13 +60,15 @@ where
             let http1 = HttpService::build()
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                // As over TLS: see main.rs.
+                // Without this, actix keeps a response going after the
+                // client closed its side, and a dropped long-poll would hold
+                // its session until a heartbeat.
                 .h1_allow_half_closed(false)
                 .local_addr(local)
                 // Lets sessions drop the connection of a client they gave
                 // up on, which actix would otherwise flush for ever.
-                .on_connect_ext(|io: &AbortableStream, data: &mut Extensions| {
-                    data.insert(io.handle());
+                .on_connect_ext(|io: &Gated<AbortableStream>, data: &mut Extensions| {
+                    data.insert(io.get_ref().handle());
                 })
                 .h1(map_config(app, |_| AppConfig::default()));
             // The HTTP/1 service's own `tcp()` ignores `tcp_nodelay`, and
@@ -78,10 +78,10 @@ where
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
                 let io = AbortableStream::new(io).with_stall_limit(stall_limit);
-                ready(Ok::<_, DispatchError>((io, peer)))
+                ready(Ok::<_, DispatchError>((Gated::new(io), peer)))
             })
             .and_then(http1)
         })?;
     }
-    Ok((builder.run(), bound))
+    Ok(builder.run())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sockjs_gateway::{Options, OriginPolicy, DEFAULT_SOCKJS_URL};
 
-use crate::cli::{given, Cli};
+use crate::cli::Cli;
 use crate::config::{ConfigFile, Kind, ServiceTable};
 pub use crate::config::{ServiceOptions, TlsFiles};
 
@@ -91,11 +91,34 @@ struct Declared {
     own: ServiceOptions,
 }
 
+/// The per-service options given as flags: they override every service's.
+fn flag_options(cli: &Cli) -> ServiceOptions {
+    ServiceOptions {
+        heartbeat_delay: cli.heartbeat_delay,
+        disconnect_delay: cli.disconnect_delay,
+        max_queued_bytes: cli.max_queued_bytes,
+        max_message_bytes: cli.max_message_bytes,
+        send_timeout: cli.send_timeout,
+        body_timeout: cli.body_timeout,
+        overflow: cli.overflow,
+        allowed_origins: given(&cli.allowed_origins),
+        allow_jsonp: cli.allow_jsonp.then_some(true),
+        bind_session: cli.bind_session.clone(),
+        max_sessions: cli.max_sessions,
+        ..ServiceOptions::default()
+    }
+}
+
+/// A repeatable flag counts as given when it was given at least once.
+fn given<T: Clone>(values: &[T]) -> Option<Vec<T>> {
+    (!values.is_empty()).then(|| values.to_vec())
+}
+
 impl Settings {
     /// Refuses only what no single flag or key can see: a
     /// `--relay-subprotocol` for a prefix that is not a WebSocket relay.
     pub fn resolve(cli: &Cli, file: ConfigFile) -> Result<Settings, String> {
-        let flags = cli.service_options();
+        let flags = flag_options(cli);
         let sockjs_url = cli
             .sockjs_url
             .clone()
@@ -162,7 +185,14 @@ fn declared_services(cli: &Cli, file: &ConfigFile) -> Result<Vec<Declared>, Stri
     }
     for relay in &cli.relays {
         add(Declared {
-            kind: ServiceKind::Relay(relay.clone()),
+            kind: ServiceKind::Relay(RelaySpec {
+                prefix: relay.prefix.clone(),
+                upstream: relay.upstream.clone(),
+                forward_headers: Vec::new(),
+                subprotocols: Vec::new(),
+                trusted_ca: None,
+                connect_timeout: None,
+            }),
             own: ServiceOptions::default(),
         });
     }
@@ -416,6 +446,18 @@ mod tests {
         }
         let chat = &service(&settings, "/chat").options;
         assert_eq!(chat.disconnect_delay, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn flags_not_given_are_none() {
+        let cli = Cli::parse_from(["sockjs-gateway"]);
+        assert!(cli.listen.is_empty());
+        assert_eq!(cli.heartbeat_delay, None);
+        assert_eq!(flag_options(&cli).allow_jsonp, None);
+        let cli = Cli::parse_from(["sockjs-gateway", "--heartbeat-delay", "1s", "--allow-jsonp"]);
+        let options = flag_options(&cli);
+        assert_eq!(options.heartbeat_delay, Some(Duration::from_secs(1)));
+        assert_eq!(options.allow_jsonp, Some(true));
     }
 
     #[test]

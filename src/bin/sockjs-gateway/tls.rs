@@ -27,10 +27,9 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
                 files.key.display()
             )
         })?;
-    // ALPN is left to actix, which offers `h2` then `http/1.1` (with its
-    // `http2` feature): HTTP/2 for the HTTP transports, HTTP/1.1 for
-    // WebSocket clients, which offer nothing else (actix has no WebSocket
-    // over HTTP/2).
+    // ALPN is set by tls_listener.rs: `h2` then `http/1.1`, HTTP/2 for the
+    // HTTP transports, HTTP/1.1 for WebSocket clients, which offer nothing
+    // else (actix has no WebSocket over HTTP/2).
     Ok(config)
 }
 

@@ -33,6 +33,16 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A cap on a service's live sessions: 0 would refuse every session, so the
+/// cap is at least 1 (no cap at all is the default).
+pub fn parse_max_sessions(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("the session cap must be at least 1 (leave it out for no cap)".to_owned()),
+        Ok(cap) => Ok(cap),
+        Err(_) => Err(format!("`{text}` is not a number of sessions")),
+    }
+}
+
 pub fn parse_overflow(text: &str) -> Result<Overflow, String> {
     match text {
         "close" => Ok(Overflow::Close),
@@ -186,6 +196,15 @@ mod tests {
         assert!(parse_advertise("10.0.0.5:0").is_err());
         assert!(parse_advertise(":8081").is_err());
         assert!(parse_advertise("http://h:1/x").is_err());
+    }
+
+    #[test]
+    fn session_caps() {
+        assert_eq!(parse_max_sessions("1"), Ok(1));
+        assert_eq!(parse_max_sessions("5000"), Ok(5000));
+        for bad in ["0", "-1", "many", ""] {
+            assert!(parse_max_sessions(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! TLS listeners, built as actix-web's `HttpServer` builds them (rustls,
+//! ALPN `h2` then `http/1.1`), with one difference: HTTP/1 connections read
+//! through [`Gated`], as the plain listeners do, so a client pipelining
+//! requests it never reads is not buffered for.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol, Request, Response};
+use actix_rt::net::TcpStream;
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+use actix_tls::accept::TlsError;
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Server};
+use futures::future::ready;
+use rustls::ServerConfig;
+
+use crate::backpressure::Gated;
+
+/// actix-web's defaults, as in `plain_listener`.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A server on `listeners` (already bound) serving `app` over TLS.
+pub fn serve<F, I, S, B>(
+    listeners: Vec<TcpListener>,
+    workers: Option<usize>,
+    mut tls: ServerConfig,
+    app: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error>,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>>,
+    B: MessageBody + 'static,
+{
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut builder = Server::build().disable_signals().shutdown_timeout(1);
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
+    }
+    for listener in listeners {
+        let local = listener.local_addr()?;
+        let app = app.clone();
+        let tls = tls.clone();
+        builder = builder.listen(format!("sockjs-gateway-tls-{local}"), listener, move || {
+            let app = app()
+                .into_factory()
+                .map_err(|error| error.into().error_response());
+            // Over TLS `secure()` must say so: the JSESSIONID cookie is then
+            // `SameSite=None; Secure`. actix-web builds this config only in
+            // its own `HttpServer`; this is the constructor it exposes for
+            // that (actix-test uses it).
+            let config = move |()| AppConfig::__priv_test_new(true, local.to_string(), local);
+            let http = HttpService::build()
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // As over plain TCP: see plain_listener.rs.
+                .h1_allow_half_closed(false)
+                .local_addr(local)
+                .finish(map_config(app, config));
+            fn_service(|io: TcpStream| {
+                // See plain_listener: Nagle's algorithm against small frames.
+                let _ = io.set_nodelay(true);
+                ready(Ok::<_, TlsError<std::io::Error, DispatchError>>(io))
+            })
+            .and_then(
+                Acceptor::new(tls.clone())
+                    .map_init_err(|_| unreachable!("the TLS acceptor has no init error"))
+                    .map_err(TlsError::into_service_error),
+            )
+            .and_then(|io: TlsStream<TcpStream>| {
+                let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                let peer = io.get_ref().0.peer_addr().ok();
+                // HTTP/2 bounds what it buffers with its own flow control.
+                let (io, protocol) = if h2 {
+                    (Gated::passthrough(io), Protocol::Http2)
+                } else {
+                    (Gated::new(io), Protocol::Http1)
+                };
+                ready(Ok((io, protocol, peer)))
+            })
+            .and_then(http.map_err(TlsError::Service))
+        })?;
+    }
+    Ok(builder.run())
+}
