@@ -41,6 +41,23 @@ function drain(stream, sink, onLine) {
   });
 }
 
+// Spawns a server process, tracked so that stopAll stops it by PID; keeps
+// the last lines of its output in `log` (and in opts.logFile), marks
+// `child.exited`; resolves once the process exists.
+async function spawnServer(name, bin, args, opts = {}) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env });
+  started.push({ name, child });
+  const log = { lines: [], file: opts.logFile || null };
+  drain(child.stdout, log);
+  drain(child.stderr, log);
+  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
+  await new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => reject(new Error(`cannot start ${name}: ${e.message}${opts.hint ? ` (${opts.hint})` : ''}`)));
+  });
+  return { child, log };
+}
+
 // Starts sockjs-gateway on `listen` (default 127.0.0.1:0) and resolves with
 // { port, metricsPort, child, log } once it logged `listening on
 // http://127.0.0.1:PORT` (metricsPort: from `metrics on ...`, if --metrics).
@@ -181,18 +198,7 @@ ${servers.join('\n')}
 `;
   const confPath = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confPath, conf);
-  const child = spawn(bin, ['-e', path.join(dir, 'logs/error.log'), '-c', confPath, '-p', prefix], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.push({ name: 'nginx', child });
-  const log = { lines: [] };
-  drain(child.stdout, log);
-  drain(child.stderr, log);
-  await new Promise((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (e) => reject(new Error(`cannot start nginx: ${e.message}`)));
-  });
-  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
+  const { child, log } = await spawnServer('nginx', bin, ['-e', path.join(dir, 'logs/error.log'), '-c', confPath, '-p', prefix]);
   return { child, confPath, dir, log };
 }
 
@@ -228,16 +234,7 @@ coredump_dir ${dir}
 `;
   const confPath = path.join(dir, 'squid.conf');
   fs.writeFileSync(confPath, conf);
-  const child = spawn(bin, ['-N', '-f', confPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  started.push({ name: 'squid', child });
-  const log = { lines: [] };
-  drain(child.stdout, log);
-  drain(child.stderr, log);
-  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
-  await new Promise((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (e) => reject(new Error(`cannot start squid: ${e.message} (apt-get install -y squid)`)));
-  });
+  const { child, log } = await spawnServer('squid', bin, ['-N', '-f', confPath], { hint: 'apt-get install -y squid' });
   try {
     await waitForPort(port, 20000, child, 'squid');
   } catch (e) {
@@ -251,18 +248,9 @@ coredump_dir ${dir}
 // { port, child, url } once it answers PING.
 async function startRedis(bin) {
   const [port] = await freePorts(1);
-  const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.push({ name: 'redis-server', child });
-  const log = { lines: [] };
-  drain(child.stdout, log);
-  drain(child.stderr, log);
-  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
-  await new Promise((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (e) => reject(new Error(`cannot start redis-server: ${e.message} (apt-get install -y redis-server)`)));
-  });
+  const { child, log } = await spawnServer('redis-server', bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { hint: 'apt-get install -y redis-server' });
   const until = Date.now() + 10000;
   for (;;) {
     try {
@@ -332,25 +320,11 @@ log.file.level = info
   };
   // Our own epmd in the foreground, so it is ours to stop by PID (one the
   // VM started itself would daemonize).
-  const epmd = spawn('epmd', ['-address', '127.0.0.1', '-port', String(ports.epmd)], {
-    stdio: ['ignore', 'pipe', 'pipe'], env,
-  });
-  started.push({ name: 'epmd', child: epmd });
-  const epmdLog = { lines: [] };
-  drain(epmd.stdout, epmdLog);
-  drain(epmd.stderr, epmdLog);
-  epmd.on('exit', (code, signal) => { epmd.exited = { code, signal }; });
+  const { child: epmd } = await spawnServer('epmd', 'epmd', ['-address', '127.0.0.1', '-port', String(ports.epmd)], { env });
   await waitForPort(ports.epmd, 10000, epmd, 'epmd');
 
-  const child = spawn(RABBITMQ_SERVER, [], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  started.push({ name: 'rabbitmq-server', child });
-  const log = { lines: [], file: fs.createWriteStream(path.join(dir, 'log', 'console.log'), { flags: 'a' }) };
-  drain(child.stdout, log);
-  drain(child.stderr, log);
-  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
-  await new Promise((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (e) => reject(new Error(`cannot start rabbitmq-server: ${e.message}`)));
+  const { child, log } = await spawnServer('rabbitmq-server', RABBITMQ_SERVER, [], {
+    env, logFile: fs.createWriteStream(path.join(dir, 'log', 'console.log'), { flags: 'a' }),
   });
   const url = `ws://127.0.0.1:${ports.webStomp}/ws`;
   const until = Date.now() + startTimeoutMs;
