@@ -38,7 +38,7 @@ echo "== unit, black-box and doc tests"
 cargo test --workspace --all-targets
 cargo test --doc
 
-echo "== real browser: sockjs-client 1.6.1 in headless Chromium, behind nginx"
+echo "== real browser: every sockjs-client release in headless Chromium, behind nginx and squid; STOMP to RabbitMQ"
 client-js/run-browser-tests.sh
 
 echo "== benchmark, quick mode (fails on lost, duplicated or reordered messages, never on speed)"
