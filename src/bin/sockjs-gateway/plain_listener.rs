@@ -25,8 +25,18 @@ use sockjs_gateway::AbortableStream;
 use crate::backpressure::Gated;
 
 /// actix-web's defaults for the request head and the client's goodbye.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server both kinds of listener are built on: signals are ours, so
+/// sessions get their close frames before actix stops.
+pub fn server_builder(workers: Option<usize>) -> actix_server::ServerBuilder {
+    let builder = Server::build().disable_signals().shutdown_timeout(1);
+    match workers {
+        Some(workers) => builder.workers(workers),
+        None => builder,
+    }
+}
 
 /// A server on `listeners` (already bound) running `app` on every worker.
 /// `stall_limit`: how long a write to a client may wait with nothing taken
@@ -46,10 +56,7 @@ where
     S::Response: Into<Response<B>>,
     B: MessageBody + 'static,
 {
-    let mut builder = Server::build().disable_signals().shutdown_timeout(1);
-    if let Some(workers) = workers {
-        builder = builder.workers(workers);
-    }
+    let mut builder = server_builder(workers);
     for listener in listeners {
         let local = listener.local_addr()?;
         let app = app.clone();

@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_http::error::DispatchError;
 use actix_http::{HttpService, Protocol, Request, Response};
@@ -21,10 +20,7 @@ use futures::future::ready;
 use rustls::ServerConfig;
 
 use crate::backpressure::Gated;
-
-/// actix-web's defaults, as in `plain_listener`.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::plain_listener::{server_builder, CLIENT_DISCONNECT_TIMEOUT, CLIENT_REQUEST_TIMEOUT};
 
 /// A server on `listeners` (already bound) serving `app` over TLS.
 pub fn serve<F, I, S, B>(
@@ -43,10 +39,7 @@ where
     B: MessageBody + 'static,
 {
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let mut builder = Server::build().disable_signals().shutdown_timeout(1);
-    if let Some(workers) = workers {
-        builder = builder.workers(workers);
-    }
+    let mut builder = server_builder(workers);
     for listener in listeners {
         let local = listener.local_addr()?;
         let app = app.clone();
