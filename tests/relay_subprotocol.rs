@@ -7,7 +7,6 @@ mod support;
 mod upstreams;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{close_frame, ws_connect, Frame, Server};
@@ -177,19 +176,8 @@ fn the_config_files_subprotocol_key_as_a_string_or_a_list() {
 /// stderr, within a bound.
 #[track_caller]
 fn refused(args: &[&str], reason: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sockjs-gateway");
-    let status = support::poll_until("the gateway to exit", Duration::from_secs(30), || {
-        child.try_wait().expect("wait for sockjs-gateway")
-    });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) =
+        support::start_refused_with(&[&["--listen", "127.0.0.1:0"], args].concat());
     assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(reason), "{args:?}: {stderr}");
 }
