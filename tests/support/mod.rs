@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod stalled;
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};

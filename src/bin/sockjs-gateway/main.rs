@@ -92,7 +92,7 @@ async fn main() -> std::io::Result<()> {
     };
     let workers = settings.workers.map(|w| w.get());
     // The longest send timeout of any service, and the grace after it: how
-    // long a plain listener lets a write wait with nothing taken.
+    // long a listener lets a write wait with nothing taken.
     let stall_limit = settings
         .services
         .iter()
@@ -102,7 +102,10 @@ async fn main() -> std::io::Result<()> {
         })
         .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
     let (server, scheme) = match tls {
-        Some(tls) => (tls_listener::serve(listeners, workers, tls, app)?, "https"),
+        Some(tls) => (
+            tls_listener::serve(listeners, workers, stall_limit, tls, app)?,
+            "https",
+        ),
         None => (
             plain_listener::serve(listeners, workers, stall_limit, app)?,
             "http",
