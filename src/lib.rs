@@ -33,6 +33,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admission;
 mod client_library;
 pub mod cluster;
@@ -163,6 +165,7 @@ impl SockJs {
         &self.state.prefix
     }
 
+    /// The options this service was built with.
     pub fn options(&self) -> &Options {
         &self.state.options
     }
