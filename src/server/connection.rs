@@ -46,6 +46,7 @@ pub struct AbortHandle {
 }
 
 impl AbortableStream {
+    /// Wraps an accepted stream.
     pub fn new(stream: TcpStream) -> Self {
         let socket = Arc::new(Mutex::new(Some(stream.as_raw_fd())));
         AbortableStream {
@@ -102,12 +103,15 @@ impl AbortableStream {
         }
     }
 
+    /// A handle that drops this stream's connection; put it in the
+    /// connection's data (actix-http's `on_connect_ext`).
     pub fn handle(&self) -> AbortHandle {
         AbortHandle {
             socket: self.socket.clone(),
         }
     }
 
+    /// The stream underneath.
     pub fn get_ref(&self) -> &TcpStream {
         &self.stream
     }

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse};
-use clap::Parser;
 use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,7 +26,7 @@ use crate::settings::Settings;
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_command_line();
     cli.check().unwrap_or_else(|error| refuse_to_start(error));
     let file = match &cli.config {
         Some(path) => config::load(path).unwrap_or_else(|error| refuse_to_start(error)),
