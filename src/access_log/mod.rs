@@ -8,4 +8,4 @@ mod writer;
 
 pub use format::AccessLogFormat;
 pub use record::{SessionEnd, SessionRecord};
-pub use writer::AccessLog;
+pub use writer::{AccessLog, DEFAULT_QUEUE};

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod access_log;
 pub mod redis;
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};

@@ -161,6 +161,12 @@ pub struct Cli {
     #[arg(long, value_name = "plain|json", value_parser = parse_access_log_format)]
     pub access_log_format: Option<AccessLogFormat>,
 
+    /// Ended sessions the access log holds while its writer is behind (a
+    /// slow disk, a full pipe); more are dropped and counted in
+    /// sockjs_access_log_dropped_total (default 4096).
+    #[arg(long, value_name = "LINES")]
+    pub access_log_buffer: Option<NonZeroUsize>,
+
     /// Cluster mode, with this Redis (redis://HOST:PORT) as the backplane:
     /// HTTP-transport sessions work across nodes and /broadcast reaches
     /// every node (README, "Cluster").

@@ -42,6 +42,7 @@ pub struct ConfigFile {
     pub access_log: Option<AccessLogTarget>,
     #[serde(default, deserialize_with = "access_log_format")]
     pub access_log_format: Option<AccessLogFormat>,
+    pub access_log_buffer: Option<NonZeroUsize>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]

@@ -48,10 +48,13 @@ async fn main() -> std::io::Result<()> {
         .map(Cluster::new)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
-    let access_log = settings
-        .access_log
-        .as_ref()
-        .map(|target| open_access_log(target, settings.access_log_format));
+    let access_log = settings.access_log.as_ref().map(|target| {
+        open_access_log(
+            target,
+            settings.access_log_format,
+            settings.access_log_buffer,
+        )
+    });
     // Every socket is bound before anything is served or logged as
     // listening, so an address in use stops the start naming it.
     let listeners: Vec<TcpListener> = settings.listen.iter().map(|&addr| bind(addr)).collect();
@@ -180,16 +183,21 @@ async fn main() -> std::io::Result<()> {
     served
 }
 
-fn open_access_log(target: &AccessLogTarget, format: AccessLogFormat) -> AccessLog {
+fn open_access_log(target: &AccessLogTarget, format: AccessLogFormat, buffer: usize) -> AccessLog {
     match target {
-        AccessLogTarget::Stdout => AccessLog::stdout(format),
-        AccessLogTarget::File(path) => AccessLog::open(path, format).unwrap_or_else(|error| {
-            refuse_to_start(format!(
-                "cannot open access log {}: {}",
-                path.display(),
-                os_reason(&error)
-            ))
-        }),
+        AccessLogTarget::Stdout => AccessLog::to_writer(std::io::stdout(), format, buffer),
+        AccessLogTarget::File(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(|file| AccessLog::to_writer(file, format, buffer))
+            .unwrap_or_else(|error| {
+                refuse_to_start(format!(
+                    "cannot open access log {}: {}",
+                    path.display(),
+                    os_reason(&error)
+                ))
+            }),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Settings {
     /// Where ended sessions are written, if anywhere.
     pub access_log: Option<AccessLogTarget>,
     pub access_log_format: AccessLogFormat,
+    /// Records held while the access log's writer is behind.
+    pub access_log_buffer: usize,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -173,6 +175,10 @@ impl Settings {
                 .access_log_format
                 .or(file.access_log_format)
                 .unwrap_or_default(),
+            access_log_buffer: cli
+                .access_log_buffer
+                .or(file.access_log_buffer)
+                .map_or(sockjs_gateway::access_log::DEFAULT_QUEUE, NonZeroUsize::get),
             services,
         })
     }
