@@ -3,9 +3,14 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use support::access_log::{by_session, plain_fields, LogFile};
-use support::{close_frame, sid, start_refused_with, ws_connect, Conn, Frame, Request, Server};
+use support::{
+    close_frame, metric_value, metrics_port, poll_until, scrape, sid, start_refused_with,
+    ws_connect, Conn, Frame, Request, Server,
+};
 use tokio_tungstenite::tungstenite;
 
 /// A gateway writing JSON lines to `log`, trusting 127.0.0.1 to name clients.
@@ -269,4 +274,97 @@ fn a_log_file_that_cannot_be_opened_refuses_to_start() {
         ),
         "{stderr}"
     );
+}
+
+/// The writer is held up for real: the log is a FIFO that nobody reads
+/// until the end, so once the pipe and the writer's buffer are full, the
+/// queue (8 lines here) fills and further lines are dropped and counted,
+/// while every session still opens and closes at once.
+#[test]
+fn a_writer_that_cannot_keep_up_drops_lines_and_counts_them() {
+    let dir = support::fresh_temp_dir("access-fifo");
+    let fifo = dir.join("access.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // Opening a FIFO waits for the other end: the gateway opens it to write.
+    let (opened, reader) = std::sync::mpsc::channel();
+    let reading = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::File::open(reading).expect("open the FIFO to read"));
+    });
+    let server = Server::start_with(&[
+        "--access-log",
+        fifo.to_str().unwrap(),
+        "--access-log-buffer",
+        "8",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let reader = reader
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the gateway opened the FIFO");
+    let metrics = metrics_port(&server);
+
+    // Long session ids make long lines: a pipe (64 KiB) and the writer's
+    // buffer (64 KiB) take about 280 of them (measured) before the writer blocks.
+    const SESSIONS: usize = 1200;
+    const THREADS: usize = 4;
+    let port = server.port;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            std::thread::spawn(move || {
+                for n in 0..SESSIONS / THREADS {
+                    let id = format!("{thread}-{n}-{}", "x".repeat(100));
+                    let mut ws = ws_connect(port, &format!("/close/000/{id}/websocket"), &[]);
+                    assert_eq!(ws.next_frame(), Frame::Open);
+                    assert_eq!(ws.next_frame(), close_frame(3000, "Go away!"));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("every session opened and closed");
+    }
+    let figures = |text: &str| {
+        (
+            metric_value(text, "sockjs_access_log_lines_total") as usize,
+            metric_value(text, "sockjs_access_log_dropped_total") as usize,
+        )
+    };
+    let (_, dropped) = figures(&scrape(metrics));
+    assert!(dropped > 0, "nothing dropped with nobody reading");
+
+    // Now read: what was queued gets written, and written + dropped adds up.
+    let read_lines = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = read_lines.clone();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(reader);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+            assert!(
+                line.ends_with("end=closed code=3000 reason=\"Go away!\"\n"),
+                "{line}"
+            );
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            line.clear();
+        }
+    });
+    let (written, dropped) = poll_until(
+        "every line written or dropped, and read",
+        Duration::from_secs(20),
+        || {
+            let (written, dropped) = figures(&scrape(metrics));
+            let read = read_lines.load(std::sync::atomic::Ordering::SeqCst);
+            (written + dropped == SESSIONS && read == written).then_some((written, dropped))
+        },
+    );
+    assert!(
+        written > 8 && dropped > 0,
+        "{written} written, {dropped} dropped"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
 }
