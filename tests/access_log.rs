@@ -368,3 +368,21 @@ fn a_writer_that_cannot_keep_up_drops_lines_and_counts_them() {
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sessions_open_at_shutdown_are_logged_before_the_process_exits() {
+    let log = LogFile::new("access-shutdown");
+    let mut server = json_gateway(&log);
+    let mut ws = server.ws("/echo/000/held/websocket");
+    assert_eq!(ws.next_frame(), Frame::Open);
+    // A polling session with no receiver attached when the signal comes.
+    let idle = server.open_xhr_session("/echo");
+    server.terminate();
+    assert_eq!(ws.next_frame(), close_frame(1001, "Server shutting down"));
+    assert!(server.exited_within(Duration::from_secs(15)).is_some());
+    for id in ["held", idle.as_str()] {
+        let record = log.json_record(id, by_session(id));
+        assert_eq!(record["end"], "shutdown", "{record}");
+        assert_eq!(record["code"], 1001, "{record}");
+    }
+}
