@@ -2,6 +2,7 @@
 //! every way a session ends, read back from the file the gateway writes.
 
 mod support;
+mod upstreams;
 
 use std::time::Duration;
 
@@ -385,4 +386,37 @@ fn sessions_open_at_shutdown_are_logged_before_the_process_exits() {
         assert_eq!(record["end"], "shutdown", "{record}");
         assert_eq!(record["code"], 1001, "{record}");
     }
+}
+
+#[test]
+fn relay_sessions_are_logged_with_the_relay_s_close() {
+    let log = LogFile::new("access-relay");
+    let upstream = upstreams::lines();
+    let relay = format!("/lines=tcp://127.0.0.1:{}", upstream.port);
+    let server = Server::start_with(&[
+        "--access-log",
+        log.path_str(),
+        "--access-log-format",
+        "json",
+        "--relay",
+        &relay,
+    ]);
+    let id = sid();
+    let mut ws = server.ws(&format!("/lines/000/{id}/websocket"));
+    assert_eq!(ws.next_frame(), Frame::Open);
+    upstream.expect_connected();
+    ws.send_text(r#"["hi"]"#);
+    assert_eq!(ws.messages(1), ["up:hi"]);
+    ws.send_text(r#"["bye"]"#);
+    assert_eq!(ws.next_frame(), close_frame(4500, "Upstream closed"));
+    let record = log.json_record("the relay session's line", by_session(&id));
+    assert_eq!(
+        fixed(&record),
+        json!({
+            "service": "/lines", "session": id, "transport": "websocket",
+            "transports": ["websocket"], "client": "127.0.0.1",
+            "messages_in": 2, "bytes_in": 5, "messages_out": 1, "bytes_out": 5,
+            "end": "closed", "code": 4500, "reason": "Upstream closed",
+        })
+    );
 }
