@@ -420,3 +420,46 @@ fn relay_sessions_are_logged_with_the_relay_s_close() {
         })
     );
 }
+
+#[test]
+fn the_config_file_names_the_log_relative_to_itself() {
+    let dir = support::fresh_temp_dir("access-config");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        "access_log = \"sessions.log\"\naccess_log_format = \"json\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let mut ws = server.ws("/close/websocket");
+    let (_, close) = ws.read_until_closed();
+    assert_eq!(close, Some((3000, "Go away!".to_owned())));
+    let path = dir.join("sessions.log");
+    let line = poll_until("the line in sessions.log", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&path).ok()?;
+        text.lines().next().map(str::to_owned)
+    });
+    let record: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["transport"], "websocket-raw");
+    assert_eq!(record["code"], 3000);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_dash_writes_the_log_to_standard_output() {
+    let (mut child, stdout) =
+        support::access_log::start_with_stdout(&["--listen", "127.0.0.1:0", "--access-log", "-"]);
+    let port = child.port;
+    let mut ws = ws_connect(port, "/close/000/to-stdout/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    assert_eq!(ws.next_frame(), close_frame(3000, "Go away!"));
+    let line = stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a line on standard output");
+    assert!(
+        line.contains(" /close websocket 127.0.0.1 session=to-stdout duration="),
+        "{line}"
+    );
+    child.stop();
+}

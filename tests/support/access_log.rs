@@ -92,3 +92,68 @@ pub fn plain_fields(line: &str) -> HashMap<String, String> {
     }
     fields
 }
+
+/// A gateway whose standard output is read line by line (for
+/// `--access-log -`); it is killed, by its PID, on `stop` or drop.
+pub struct StdoutGateway {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl StdoutGateway {
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StdoutGateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the gateway with `args`; its stdout lines arrive on the receiver.
+pub fn start_with_stdout(args: &[&str]) -> (StdoutGateway, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockjs-gateway");
+    let (lines, stdout_lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("child stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("child stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(port) = line
+                .split("listening on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|digits| digits.parse::<u16>().ok())
+            {
+                let _ = port_tx.send(port);
+            }
+        }
+    });
+    let mut gateway = StdoutGateway { child, port: 0 };
+    gateway.port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the gateway's listening line");
+    (gateway, stdout_lines)
+}
