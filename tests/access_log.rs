@@ -66,6 +66,12 @@ fn get(path: &str, client: &str) -> Request {
 fn websocket_sessions_closed_by_the_client_log_their_traffic_and_close() {
     let log = LogFile::new("access-ws");
     let server = json_gateway(&log);
+    // A handshake refused (no key) opens no session, and logs none.
+    let refused = server.request(support::ws_request(
+        "/echo/000/refused/websocket",
+        &[("Sec-WebSocket-Key", "")],
+    ));
+    assert_eq!(refused.status, 400, "{}", refused.body_lossy());
     let id = sid();
     let mut ws = ws_connect(
         server.port,
@@ -87,6 +93,12 @@ fn websocket_sessions_closed_by_the_client_log_their_traffic_and_close() {
         })
     );
     assert!(record["duration_ms"].as_f64().unwrap() > 0.0);
+    // Its line would have come first.
+    assert!(
+        !log.lines().iter().any(|line| line.contains("refused")),
+        "{:?}",
+        log.lines()
+    );
 }
 
 #[test]

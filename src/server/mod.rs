@@ -343,6 +343,14 @@ pub(crate) struct SessionSlot {
     opened: Option<Opened>,
 }
 
+impl SessionSlot {
+    /// The session never opened (its WebSocket handshake failed): no end
+    /// to report.
+    pub fn never_opened(&mut self) {
+        self.opened = None;
+    }
+}
+
 /// What the end observer needs to know of a session's start.
 struct Opened {
     session_id: Option<Box<str>>,

@@ -61,7 +61,7 @@ pub async fn open(
         Err(refusal) => return refusal,
     };
     let shared = state.new_session(req, transport, data);
-    let Some(slot) = state.admit(&shared, session_id) else {
+    let Some(mut slot) = state.admit(&shared, session_id) else {
         return state.refuse_new_session();
     };
     let payload = limit_frames(req, payload, state.options.max_message_bytes);
@@ -69,6 +69,7 @@ pub async fn open(
         Ok(parts) => parts,
         Err(error) => {
             log::debug!("{}: WebSocket handshake refused: {error}", req.path());
+            slot.never_opened();
             return error.error_response();
         }
     };
