@@ -121,6 +121,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 mod admission;
 mod client_library;
 pub mod cluster;
@@ -140,6 +141,7 @@ use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::web;
 use futures::FutureExt;
 
+pub use access_log::{AccessLog, AccessLogFormat, SessionEnd, SessionRecord};
 pub use admission::{AdmissionRequest, Refusal, SessionData};
 pub use client_library::{
     client_library, client_release, ClientRelease, CLIENT_RELEASES, IFRAME_LOADER_JS,
@@ -151,7 +153,7 @@ pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
 pub use peer::Peer;
 pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
-pub use protocol::session::{CloseReason, Overflow, SendError};
+pub use protocol::session::{CloseReason, Overflow, SendError, Traffic};
 pub use server::connection::{AbortHandle, AbortableStream};
 pub use session::{ConnectionId, Session};
 
@@ -246,6 +248,43 @@ impl SockJs {
             .expect("with_cluster must be called before the service is cloned")
             .cluster = Some(cluster.clone());
         self
+    }
+
+    /// Calls `observer` once for every session of this service when it
+    /// ends, on every transport, with what the access log writes about it.
+    /// It runs on the thread where the session ended: keep it short and
+    /// never block. Call it before cloning the service.
+    ///
+    /// # Panics
+    /// If the service was already cloned.
+    pub fn on_session_end(
+        mut self,
+        observer: impl Fn(SessionRecord) + Send + Sync + 'static,
+    ) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("on_session_end must be called before the service is cloned")
+            .on_session_end = Some(Arc::new(observer));
+        self
+    }
+
+    /// Writes one line to `log` for every session of this service when it
+    /// ends (an [`SockJs::on_session_end`] observer that queues the record
+    /// and never waits). Call it before cloning the service.
+    ///
+    /// ```
+    /// use sockjs_gateway::{AccessLog, AccessLogFormat, Options, Session, SockJs};
+    ///
+    /// let log = AccessLog::stdout(AccessLogFormat::Json);
+    /// let service = SockJs::new("/echo", Options::default(), |_session: Session| async {})
+    ///     .with_access_log(&log);
+    /// # let _ = service;
+    /// ```
+    ///
+    /// # Panics
+    /// If the service was already cloned.
+    pub fn with_access_log(self, log: &AccessLog) -> Self {
+        let log = log.clone();
+        self.on_session_end(move |record| log.record(record))
     }
 
     /// The prefix this service answers under.

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::access_log::AccessLog;
 use crate::cluster::Cluster;
 use crate::protocol::session::CloseReason;
 
@@ -297,6 +298,24 @@ impl Metrics {
         self.on_scrape(move || {
             up.set(i64::from(cluster.is_reachable()));
         });
+    }
+
+    /// Adds `log`'s figures: `sockjs_access_log_lines_total` (lines
+    /// written) and `sockjs_access_log_dropped_total` (lines dropped because
+    /// the writer fell behind). Once per [`AccessLog`].
+    pub fn watch_access_log(&self, log: &AccessLog) {
+        let (written, dropped) = log.counters();
+        let mut r = self.inner.registry.lock();
+        r.register(
+            "sockjs_access_log_lines",
+            "Access log lines written",
+            written,
+        );
+        r.register(
+            "sockjs_access_log_dropped",
+            "Access log lines dropped: the writer fell behind and its queue was full",
+            dropped,
+        );
     }
 
     pub(crate) fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {

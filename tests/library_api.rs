@@ -502,3 +502,53 @@ fn the_admission_check_refuses_before_any_session_and_carries_data_into_admitted
     assert_eq!(ws.next_frame(), Frame::Open);
     assert_eq!(next(&rx), r#"Some("ada")"#);
 }
+
+#[test]
+fn an_end_observer_hears_every_session_once_with_its_record() {
+    use sockjs_gateway::{SessionEnd, SessionRecord};
+    let (ended, records) = mpsc::channel::<SessionRecord>();
+    let ended = std::sync::Mutex::new(ended);
+    let echo = SockJs::new("/echo", short_options(), |session: Session| async move {
+        while let Some(message) = session.recv().await {
+            let _ = session.send(message).await;
+        }
+    })
+    .on_session_end(move |record| {
+        let _ = ended.lock().unwrap().send(record);
+    });
+    let server = InProcess::start(vec![echo]);
+    let mut ws = ws_connect(server.port, "/echo/0/observed/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    ws.send_text(r#"["one","two"]"#);
+    assert_eq!(ws.messages(2), ["one", "two"]);
+    ws.ws
+        .close(Some(tungstenite::protocol::CloseFrame {
+            code: 4000u16.into(),
+            reason: "done".into(),
+        }))
+        .unwrap();
+    let record = records.recv_timeout(WAIT).expect("the session's record");
+    assert_eq!(record.service, "/echo");
+    assert_eq!(record.session_id.as_deref(), Some("observed"));
+    assert_eq!(record.transport, "websocket");
+    assert_eq!(record.client_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        (record.traffic.messages_in, record.traffic.bytes_in),
+        (2, 6)
+    );
+    assert_eq!(
+        (record.traffic.messages_out, record.traffic.bytes_out),
+        (2, 6)
+    );
+    assert_eq!(
+        record.end,
+        SessionEnd::ClientClosed {
+            code: 4000,
+            reason: "done".into()
+        }
+    );
+    assert!(
+        records.recv_timeout(Duration::from_millis(500)).is_err(),
+        "one record per session"
+    );
+}

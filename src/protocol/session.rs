@@ -223,6 +223,19 @@ pub enum TimeoutOutcome {
     SendTimedOut,
 }
 
+/// Application messages and their bytes (text only, no framing), each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Messages from the client, handed to the application.
+    pub messages_in: u64,
+    /// Bytes of those messages.
+    pub bytes_in: u64,
+    /// Messages to the client, taken out of the queue by a receiver.
+    pub messages_out: u64,
+    /// Bytes of those messages.
+    pub bytes_out: u64,
+}
+
 #[derive(Debug)]
 struct Receiver {
     id: ReceiverId,
@@ -254,6 +267,7 @@ pub struct Session {
     /// When the driver first saw the session closed.
     closed_at: Option<Instant>,
     dropped_messages: u64,
+    traffic: Traffic,
     inbound: VecDeque<String>,
     inbound_bytes: usize,
     receiver: Option<Receiver>,
@@ -282,6 +296,7 @@ impl Session {
             deadline_moved_earlier: false,
             closed_at: None,
             dropped_messages: 0,
+            traffic: Traffic::default(),
             inbound: VecDeque::new(),
             inbound_bytes: 0,
             receiver: None,
@@ -327,6 +342,16 @@ impl Session {
     /// Messages dropped by [`Overflow::DropOldest`] so far.
     pub fn dropped_messages(&self) -> u64 {
         self.dropped_messages
+    }
+
+    /// Messages and bytes carried so far, each way.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// When the driver first saw the session closed (see [`Session::poll_timeout`]).
+    pub fn closed_at(&self) -> Option<Instant> {
+        self.closed_at
     }
 
     /// A receiver asks to carry this session's frames.
@@ -442,6 +467,8 @@ impl Session {
     /// client can hold beyond the queue.
     fn take_batch(&mut self, now: Instant) -> Vec<String> {
         if self.queued_bytes <= MAX_FRAME_BATCH_BYTES {
+            let count = self.outgoing.len();
+            self.count_out(count, self.queued_bytes);
             self.queued_bytes = 0;
             self.queued_since = None;
             return self.outgoing.drain(..).collect();
@@ -457,10 +484,19 @@ impl Session {
             taken += 1;
         }
         self.queued_bytes -= cost;
+        self.count_out(taken, cost);
         // What is left has waited since now, as far as the send timeout goes:
         // the client just took something.
         self.queued_since = (taken < self.outgoing.len()).then_some(now);
         self.outgoing.drain(..taken).collect()
+    }
+
+    /// Counts `count` messages costing `cost` in all as gone out: their
+    /// bytes are the cost less the overhead, so nothing is summed again.
+    #[inline]
+    fn count_out(&mut self, count: usize, cost: usize) {
+        self.traffic.messages_out += count as u64;
+        self.traffic.bytes_out += (cost - count * MESSAGE_OVERHEAD) as u64;
     }
 
     /// The application sends a message; it waits in order for a receiver.
@@ -566,7 +602,10 @@ impl Session {
         if self.closure.is_some() {
             return;
         }
-        self.inbound_bytes += messages_cost(&messages);
+        let cost = messages_cost(&messages);
+        self.inbound_bytes += cost;
+        self.traffic.messages_in += messages.len() as u64;
+        self.traffic.bytes_in += (cost - messages.len() * MESSAGE_OVERHEAD) as u64;
         for message in messages {
             self.inbound.push_back(message);
         }
@@ -1368,6 +1407,25 @@ mod tests {
             s.check_inbound_room(usize::MAX),
             Ok(()),
             "an empty queue takes any one payload"
+        );
+    }
+
+    #[test]
+    fn traffic_counts_messages_and_their_bytes_each_way() {
+        let (mut s, now) = session();
+        s.handle_inbound(vec!["ab".into(), "".into(), "cde".into()]);
+        s.send("hello".into(), now).unwrap();
+        s.send("x".into(), now).unwrap();
+        let r = attach(&mut s, ReceiverMode::Streaming, now);
+        while s.poll_delivery(r, now).is_some() {}
+        assert_eq!(
+            s.traffic(),
+            Traffic {
+                messages_in: 3,
+                bytes_in: 5,
+                messages_out: 2,
+                bytes_out: 6,
+            }
         );
     }
 }

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method as HttpMethod, StatusCode};
@@ -24,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
+use crate::access_log::{SessionEnd, SessionRecord};
 use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
 use crate::cluster::owners::OwnerCache;
 use crate::cluster::Cluster;
@@ -36,6 +38,9 @@ use crate::protocol::session::SessionConfig;
 use crate::session::Session;
 use registry::Registry;
 use shared::{BindingKey, SharedSession};
+
+/// Told of every ended session ([`crate::SockJs::on_session_end`]).
+pub(crate) type SessionEndObserver = Arc<dyn Fn(SessionRecord) + Send + Sync>;
 
 pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
@@ -59,6 +64,7 @@ pub(crate) struct ServiceState {
     pub cluster: Option<Cluster>,
     /// Cluster mode: owners forwarded to lately.
     pub owners: OwnerCache,
+    pub on_session_end: Option<SessionEndObserver>,
 }
 
 impl ServiceState {
@@ -77,6 +83,7 @@ impl ServiceState {
             metrics: Arc::new(Metrics::default().for_service(&prefix)),
             cluster: None,
             owners: OwnerCache::default(),
+            on_session_end: None,
         }
     }
 
@@ -155,7 +162,12 @@ impl ServiceState {
 
     /// Counts a new session among the live ones, if the cap and the server's
     /// state allow it.
-    fn admit(self: &Arc<Self>, shared: &Arc<SharedSession>) -> Option<SessionSlot> {
+    /// `session_id`: the SockJS id, none for a raw WebSocket.
+    fn admit(
+        self: &Arc<Self>,
+        shared: &Arc<SharedSession>,
+        session_id: Option<&str>,
+    ) -> Option<SessionSlot> {
         let max = self.options.max_sessions.unwrap_or(usize::MAX);
         let mut live = self.live.lock();
         if live.len() >= max || self.shutting_down.load(Ordering::Acquire) {
@@ -166,6 +178,11 @@ impl ServiceState {
         Some(SessionSlot {
             state: self.clone(),
             session: shared.clone(),
+            opened: self.on_session_end.as_ref().map(|_| Opened {
+                session_id: session_id.map(Box::from),
+                at: SystemTime::now(),
+                instant: Instant::now(),
+            }),
         })
     }
 
@@ -317,19 +334,62 @@ impl ServiceState {
     }
 }
 
-/// One session's place among the live ones, given back when dropped.
+/// One session's place among the live ones, given back when dropped: the
+/// session has ended.
 pub(crate) struct SessionSlot {
     state: Arc<ServiceState>,
     session: Arc<SharedSession>,
+    /// Kept only for an end observer.
+    opened: Option<Opened>,
+}
+
+impl SessionSlot {
+    /// The session never opened (its WebSocket handshake failed): no end
+    /// to report.
+    pub fn never_opened(&mut self) {
+        self.opened = None;
+    }
+}
+
+/// What the end observer needs to know of a session's start.
+struct Opened {
+    session_id: Option<Box<str>>,
+    at: SystemTime,
+    instant: Instant,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.state.live.lock().remove(&self.session.connection_id);
-        let reason = self.session.core.lock().close_reason().cloned();
+        let (reason, traffic, closed_at) = {
+            let core = self.session.core.lock();
+            (
+                core.close_reason().cloned(),
+                core.traffic(),
+                core.closed_at(),
+            )
+        };
+        let peer = &self.session.peer;
         self.state
             .metrics
-            .session_closed(self.session.peer.transport(), reason.as_ref());
+            .session_closed(peer.transport(), reason.as_ref());
+        let (Some(observer), Some(opened)) = (&self.state.on_session_end, self.opened.take())
+        else {
+            return;
+        };
+        let ended = closed_at.unwrap_or_else(Instant::now);
+        let shutting_down = self.state.shutting_down.load(Ordering::Acquire);
+        observer(SessionRecord {
+            service: self.state.prefix.clone(),
+            session_id: opened.session_id.map(String::from),
+            transport: peer.transport,
+            transports: self.session.transports_used(),
+            client_ip: peer.client_ip(),
+            started: opened.at,
+            duration: ended.saturating_duration_since(opened.instant),
+            traffic,
+            end: SessionEnd::from_close(reason.as_ref(), shutting_down),
+        });
     }
 }
 
@@ -408,14 +468,16 @@ pub(crate) async fn dispatch(
         }
         Route::InfoPreflight => pages::preflight(&req, "OPTIONS, GET"),
         Route::Iframe => state.iframe.respond(&req),
-        Route::RawWebsocket if transports.websocket => websocket::raw(&req, payload, &state).await,
+        Route::RawWebsocket if transports.websocket => {
+            websocket::open(&req, payload, &state, None).await
+        }
         Route::Session {
             session_id,
             endpoint,
         } => {
             let mut response = match endpoint {
                 SessionEndpoint::Websocket if transports.websocket => {
-                    websocket::framed(&req, payload, &state).await
+                    websocket::open(&req, payload, &state, Some(session_id)).await
                 }
                 SessionEndpoint::Receiver(kind) if options.receiver_enabled(kind) => {
                     let routed = match &state.cluster {

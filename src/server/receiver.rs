@@ -44,7 +44,7 @@ pub async fn respond(
             let mut slot = None;
             let Some((shared, created)) = state.registry.get_or_create(session_id, || {
                 let shared = state.new_session(req, transport_name(kind), data);
-                slot = state.admit(&shared);
+                slot = state.admit(&shared, Some(session_id));
                 slot.is_some().then_some(shared)
             }) else {
                 return state.refuse_new_session();
@@ -67,6 +67,7 @@ pub async fn respond(
     let source = match attach {
         Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
+            shared.used_transport(kind);
             if let Some(connection) = req.conn_data::<AbortHandle>() {
                 shared.core.lock().receiver_connection = Some((id, connection.clone()));
             }

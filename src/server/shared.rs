@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -13,10 +13,12 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 use super::connection::AbortHandle;
+use super::receiver::transport_name;
 use super::waiting::{Event, ToWake, Waiters};
 use crate::metrics::ServiceMetrics;
 use crate::peer::Peer;
 use crate::protocol::frame::Frame;
+use crate::protocol::route::ReceiverKind;
 use crate::protocol::session::{
     Delivery, ReceiverId, Session as ProtocolSession, SessionConfig, TimeoutOutcome,
 };
@@ -30,6 +32,8 @@ pub(crate) struct SharedSession {
     /// as few services bind sessions.
     pub bound_to: Option<Box<BindingKey>>,
     pub metrics: Arc<ServiceMetrics>,
+    /// The receiver transports that attached, one bit per [`ReceiverKind`].
+    transports_used: AtomicU8,
 }
 
 /// What the session lock guards: the protocol session (its methods are
@@ -88,6 +92,24 @@ impl LockedSession {
     }
 }
 
+const RECEIVER_KINDS: [ReceiverKind; 5] = [
+    ReceiverKind::XhrStreaming,
+    ReceiverKind::XhrPolling,
+    ReceiverKind::EventSource,
+    ReceiverKind::HtmlFile,
+    ReceiverKind::JsonpPolling,
+];
+
+fn kind_bit(kind: ReceiverKind) -> u8 {
+    match kind {
+        ReceiverKind::XhrStreaming => 0,
+        ReceiverKind::XhrPolling => 1,
+        ReceiverKind::EventSource => 2,
+        ReceiverKind::HtmlFile => 3,
+        ReceiverKind::JsonpPolling => 4,
+    }
+}
+
 /// What a session's first request came with, when sessions are bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BindingKey {
@@ -114,7 +136,29 @@ impl SharedSession {
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             bound_to,
             metrics,
+            transports_used: AtomicU8::new(0),
         })
+    }
+
+    /// A receiver of `kind` attached (once per request, not per message).
+    pub fn used_transport(&self, kind: ReceiverKind) {
+        self.transports_used
+            .fetch_or(1 << kind_bit(kind), Ordering::Relaxed);
+    }
+
+    /// The transport that opened the session, then every other receiver
+    /// transport that attached.
+    pub fn transports_used(&self) -> Vec<&'static str> {
+        let used = self.transports_used.load(Ordering::Relaxed);
+        let mut names = vec![self.peer.transport];
+        names.extend(
+            RECEIVER_KINDS
+                .iter()
+                .filter(|&&kind| used & (1 << kind_bit(kind)) != 0)
+                .map(|&kind| transport_name(kind))
+                .filter(|&name| name != self.peer.transport),
+        );
+        names
     }
 
     /// Runs `change` under the session lock, then wakes the waiters it

@@ -37,28 +37,17 @@ enum Framing {
     Raw,
 }
 
-pub async fn framed(
+/// A WebSocket session: framed with its SockJS `session_id`, raw without one.
+pub async fn open(
     req: &HttpRequest,
     payload: web::Payload,
     state: &Arc<ServiceState>,
+    session_id: Option<&str>,
 ) -> HttpResponse {
-    open(req, payload, state, Framing::Sockjs).await
-}
-
-pub async fn raw(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &Arc<ServiceState>,
-) -> HttpResponse {
-    open(req, payload, state, Framing::Raw).await
-}
-
-async fn open(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &Arc<ServiceState>,
-    framing: Framing,
-) -> HttpResponse {
+    let framing = match session_id {
+        Some(_) => Framing::Sockjs,
+        None => Framing::Raw,
+    };
     if let Err(text) = check_upgrade_headers(req) {
         log::debug!("{}: {text}", req.path());
         return text_response(StatusCode::BAD_REQUEST, text);
@@ -72,7 +61,7 @@ async fn open(
         Err(refusal) => return refusal,
     };
     let shared = state.new_session(req, transport, data);
-    let Some(slot) = state.admit(&shared) else {
+    let Some(mut slot) = state.admit(&shared, session_id) else {
         return state.refuse_new_session();
     };
     let payload = limit_frames(req, payload, state.options.max_message_bytes);
@@ -80,6 +69,7 @@ async fn open(
         Ok(parts) => parts,
         Err(error) => {
             log::debug!("{}: WebSocket handshake refused: {error}", req.path());
+            slot.never_opened();
             return error.error_response();
         }
     };

@@ -11,6 +11,7 @@
 // Each test file uses a part of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod access_log;
 mod dates;
 mod frames;
 mod http;

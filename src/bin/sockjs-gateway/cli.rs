@@ -10,12 +10,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use sockjs_gateway::{Cidr, Overflow, SessionBinding, CLIENT_RELEASES};
+use sockjs_gateway::{AccessLogFormat, Cidr, Overflow, SessionBinding, CLIENT_RELEASES};
 
+use crate::values::AccessLogTarget;
 use crate::values::{
-    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
-    parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
-    parse_timeout, parse_upstream,
+    parse_access_log, parse_access_log_format, parse_advertise, parse_binding, parse_duration,
+    parse_header_name, parse_max_sessions, parse_origin, parse_overflow, parse_prefix, parse_redis,
+    parse_sockjs_url, parse_subprotocol, parse_timeout, parse_upstream,
 };
 
 /// A SockJS server and gateway. With no flags it serves the conventional
@@ -150,6 +151,22 @@ pub struct Cli {
     /// (200 while accepting, 503 while shutting down) on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Write one line per ended session to FILE (appended to, created if
+    /// need be), or to standard output for `-` (README, "Access log").
+    #[arg(long, value_name = "FILE|-", value_parser = parse_access_log)]
+    pub access_log: Option<AccessLogTarget>,
+
+    /// The access log's lines: `plain` (the default) or `json` (one object
+    /// per line).
+    #[arg(long, value_name = "plain|json", value_parser = parse_access_log_format)]
+    pub access_log_format: Option<AccessLogFormat>,
+
+    /// Ended sessions the access log holds while its writer is behind (a
+    /// slow disk, a full pipe); more are dropped and counted in
+    /// sockjs_access_log_dropped_total (default 4096).
+    #[arg(long, value_name = "LINES")]
+    pub access_log_buffer: Option<NonZeroUsize>,
 
     /// Cluster mode, with this Redis (redis://HOST:PORT) as the backplane:
     /// HTTP-transport sessions work across nodes and /broadcast reaches

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use sockjs_gateway::{Cidr, Overflow, SessionBinding};
+use sockjs_gateway::{AccessLogFormat, Cidr, Overflow, SessionBinding};
 use toml::Spanned;
 
 use crate::values::{
-    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
-    parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
-    parse_timeout, parse_upstream,
+    parse_access_log, parse_access_log_format, parse_advertise, parse_binding, parse_duration,
+    parse_header_name, parse_max_sessions, parse_origin, parse_overflow, parse_prefix, parse_redis,
+    parse_sockjs_url, parse_subprotocol, parse_timeout, parse_upstream, AccessLogTarget,
 };
 
 /// The whole file.
@@ -38,6 +38,11 @@ pub struct ConfigFile {
     pub redis: Option<String>,
     #[serde(default, deserialize_with = "advertise")]
     pub advertise: Option<String>,
+    #[serde(default, deserialize_with = "access_log")]
+    pub access_log: Option<AccessLogTarget>,
+    #[serde(default, deserialize_with = "access_log_format")]
+    pub access_log_format: Option<AccessLogFormat>,
+    pub access_log_buffer: Option<NonZeroUsize>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]
@@ -161,8 +166,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// Reads and checks the file; relative TLS paths come back resolved
-/// against the file's directory.
+/// Reads and checks the file; relative TLS, CA and access log paths come
+/// back resolved against the file's directory.
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
         path: path.to_owned(),
@@ -181,6 +186,9 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     if let Some(tls) = &mut file.tls {
         tls.cert = dir.join(&tls.cert);
         tls.key = dir.join(&tls.key);
+    }
+    if let Some(AccessLogTarget::File(log)) = &mut file.access_log {
+        *log = dir.join(&*log);
     }
     for service in &mut file.services {
         if let Some(ca) = &mut service.ca {
@@ -360,6 +368,14 @@ fn redis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 
 fn advertise<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Text(parse_advertise).deserialize(d).map(Some)
+}
+
+fn access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AccessLogTarget>, D::Error> {
+    Text(parse_access_log).deserialize(d).map(Some)
+}
+
+fn access_log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AccessLogFormat>, D::Error> {
+    Text(parse_access_log_format).deserialize(d).map(Some)
 }
 
 fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

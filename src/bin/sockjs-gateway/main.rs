@@ -18,10 +18,10 @@ use std::time::Duration;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse};
 use sockjs_gateway::cluster::Cluster;
-use sockjs_gateway::{Metrics, SockJs};
+use sockjs_gateway::{AccessLog, AccessLogFormat, Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::settings::Settings;
+use crate::settings::{AccessLogTarget, Settings};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -47,6 +47,13 @@ async fn main() -> std::io::Result<()> {
         .map(Cluster::new)
         .transpose()
         .unwrap_or_else(|error| refuse_to_start(error));
+    let access_log = settings.access_log.as_ref().map(|target| {
+        open_access_log(
+            target,
+            settings.access_log_format,
+            settings.access_log_buffer,
+        )
+    });
     // Every socket is bound before anything is served or logged as
     // listening, so an address in use stops the start naming it.
     let listeners: Vec<TcpListener> = settings.listen.iter().map(|&addr| bind(addr)).collect();
@@ -59,11 +66,14 @@ async fn main() -> std::io::Result<()> {
     if let Some(cluster) = &cluster {
         metrics.watch_cluster(cluster);
     }
+    if let Some(log) = &access_log {
+        metrics.watch_access_log(log);
+    }
     let health = observability::Health::new(cluster.clone());
     let services: Vec<SockJs> = settings
         .services
         .iter()
-        .map(|service| services::build(service, &metrics, cluster.as_ref()))
+        .map(|service| services::build(service, &metrics, cluster.as_ref(), access_log.as_ref()))
         .collect::<Result<_, _>>()
         .unwrap_or_else(|error| refuse_to_start(error));
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
@@ -159,11 +169,37 @@ async fn main() -> std::io::Result<()> {
             metrics.stop(true).await;
         }
     });
-    match metrics_server {
+    let served = match metrics_server {
         Some(metrics_server) => futures::future::try_join(server, metrics_server)
             .await
             .map(drop),
         None => server.await,
+    };
+    // Sessions still open when the server stopped were ended with it: their
+    // lines are queued, and written before the process exits.
+    if let Some(log) = access_log {
+        if !log.flush(Duration::from_secs(2)) {
+            log::warn!("access log: some lines were not written before exit");
+        }
+    }
+    served
+}
+
+fn open_access_log(target: &AccessLogTarget, format: AccessLogFormat, buffer: usize) -> AccessLog {
+    match target {
+        AccessLogTarget::Stdout => AccessLog::to_writer(std::io::stdout(), format, buffer),
+        AccessLogTarget::File(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(|file| AccessLog::to_writer(file, format, buffer))
+            .unwrap_or_else(|error| {
+                refuse_to_start(format!(
+                    "cannot open access log {}: {}",
+                    path.display(),
+                    os_reason(&error)
+                ))
+            }),
     }
 }
 
@@ -181,17 +217,21 @@ fn bind(addr: SocketAddr) -> TcpListener {
 /// `cannot listen on 127.0.0.1:8081: address already in use`: the OS's
 /// reason without its `(os error 98)`, as the other start-up errors read.
 fn cannot_listen(addr: SocketAddr, error: &std::io::Error) -> String {
+    format!("cannot listen on {addr}: {}", os_reason(error))
+}
+
+/// The OS's reason without its `(os error 98)`, starting lower-case.
+fn os_reason(error: &std::io::Error) -> String {
     let reason = error.to_string();
     let reason = match reason.rfind(" (os error ") {
         Some(at) => &reason[..at],
         None => &reason,
     };
     let mut chars = reason.chars();
-    let reason: String = match chars.next() {
+    match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => "unknown error".to_owned(),
-    };
-    format!("cannot listen on {addr}: {reason}")
+    }
 }
 
 /// A page to try every service and transport by hand.

@@ -8,17 +8,19 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use sockjs_gateway::cluster::{Cluster, BACKPLANE_UNAVAILABLE};
 use sockjs_gateway::relay::Relay;
-use sockjs_gateway::{ConnectionId, Metrics, Options, SendError, Session, SockJs};
+use sockjs_gateway::{AccessLog, ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
 use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
 
-/// The service described by `settings`, counting into `metrics`.
-/// In cluster mode (`cluster`), every service's HTTP sessions work across
-/// nodes and broadcasts reach every node.
+/// The service described by `settings`, counting into `metrics` and
+/// writing its ended sessions to `access_log`. In cluster mode (`cluster`),
+/// every service's HTTP sessions work across nodes and broadcasts reach
+/// every node.
 pub fn build(
     settings: &ServiceSettings,
     metrics: &Metrics,
     cluster: Option<&Cluster>,
+    access_log: Option<&AccessLog>,
 ) -> Result<SockJs, String> {
     let options = settings.options.clone();
     let service = match &settings.kind {
@@ -34,6 +36,10 @@ pub fn build(
     // Before `with_metrics`, which keeps a weak reference to the service.
     let service = match cluster {
         Some(cluster) => service.with_cluster(cluster),
+        None => service,
+    };
+    let service = match access_log {
+        Some(log) => service.with_access_log(log),
         None => service,
     };
     Ok(service.with_metrics(metrics))

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use sockjs_gateway::{Options, OriginPolicy, DEFAULT_SOCKJS_URL};
+use sockjs_gateway::{AccessLogFormat, Options, OriginPolicy, DEFAULT_SOCKJS_URL};
 
 use crate::cli::Cli;
 use crate::config::{ConfigFile, Kind, ServiceTable};
 pub use crate::config::{ServiceOptions, TlsFiles};
+pub use crate::values::AccessLogTarget;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +28,11 @@ pub struct Settings {
     pub redis: Option<String>,
     /// Cluster mode: where the other nodes reach this one.
     pub advertise: Option<String>,
+    /// Where ended sessions are written, if anywhere.
+    pub access_log: Option<AccessLogTarget>,
+    pub access_log_format: AccessLogFormat,
+    /// Records held while the access log's writer is behind.
+    pub access_log_buffer: usize,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -164,6 +170,15 @@ impl Settings {
             tls,
             redis: cli.redis.clone().or(file.redis),
             advertise: cli.advertise.clone().or(file.advertise),
+            access_log: cli.access_log.clone().or(file.access_log),
+            access_log_format: cli
+                .access_log_format
+                .or(file.access_log_format)
+                .unwrap_or_default(),
+            access_log_buffer: cli
+                .access_log_buffer
+                .or(file.access_log_buffer)
+                .map_or(sockjs_gateway::access_log::DEFAULT_QUEUE, NonZeroUsize::get),
             services,
         })
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sockjs_gateway::{Overflow, SessionBinding};
+use sockjs_gateway::{AccessLogFormat, Overflow, SessionBinding};
 
 /// `250ms`, `5s`, `1.5s`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -50,6 +50,31 @@ pub fn parse_overflow(text: &str) -> Result<Overflow, String> {
         _ => Err(format!(
             "`{text}`: the overflow policy is `close` or `drop-oldest`"
         )),
+    }
+}
+
+pub fn parse_access_log_format(text: &str) -> Result<AccessLogFormat, String> {
+    match text {
+        "plain" => Ok(AccessLogFormat::Plain),
+        "json" => Ok(AccessLogFormat::Json),
+        _ => Err(format!(
+            "`{text}`: the access log format is `plain` or `json`"
+        )),
+    }
+}
+
+/// Where `--access-log` writes: `-` for standard output, else a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+pub fn parse_access_log(text: &str) -> Result<AccessLogTarget, String> {
+    match text {
+        "" => Err("the access log needs a file name, or `-` for standard output".into()),
+        "-" => Ok(AccessLogTarget::Stdout),
+        path => Ok(AccessLogTarget::File(path.into())),
     }
 }
 
