@@ -68,6 +68,14 @@ impl LiveRelay {
         options
     }
 
+    /// The same relay under new `options` (its message bound follows
+    /// them); returns them with the forwarded headers kept, as
+    /// [`LiveRelay::replace`] does.
+    pub fn reoptioned(&self, options: Options) -> Options {
+        let relay = self.current.read().clone();
+        self.replace(relay, options)
+    }
+
     /// The upstream new sessions are relayed to.
     pub fn upstream(&self) -> Upstream {
         self.current.read().upstream().clone()

@@ -14,7 +14,8 @@ use sockjs_gateway::{Cidr, Overflow, SessionBinding};
 use toml::Spanned;
 
 use crate::values::{
-    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
+    parse_advertise, parse_binding, parse_duration, parse_header_name, parse_log_level,
+    parse_max_sessions,
     parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
     parse_timeout, parse_upstream,
 };
@@ -38,6 +39,9 @@ pub struct ConfigFile {
     pub redis: Option<String>,
     #[serde(default, deserialize_with = "advertise")]
     pub advertise: Option<String>,
+    /// The most detailed log lines written; reloaded live.
+    #[serde(default, deserialize_with = "log_level")]
+    pub log_level: Option<log::LevelFilter>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]
@@ -360,6 +364,10 @@ fn redis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 
 fn advertise<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Text(parse_advertise).deserialize(d).map(Some)
+}
+
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<log::LevelFilter>, D::Error> {
+    Text(parse_log_level).deserialize(d).map(Some)
 }
 
 fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

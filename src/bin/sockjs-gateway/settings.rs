@@ -27,6 +27,8 @@ pub struct Settings {
     pub redis: Option<String>,
     /// Cluster mode: where the other nodes reach this one.
     pub advertise: Option<String>,
+    /// The file's `log_level`, if it has one.
+    pub log_level: Option<log::LevelFilter>,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -164,6 +166,7 @@ impl Settings {
             tls,
             redis: cli.redis.clone().or(file.redis),
             advertise: cli.advertise.clone().or(file.advertise),
+            log_level: file.log_level,
             services,
         })
     }
