@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod reload;
 pub mod stalled;
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};

@@ -15,9 +15,8 @@ use toml::Spanned;
 
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_log_level,
-    parse_max_sessions,
-    parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol,
-    parse_timeout, parse_upstream,
+    parse_max_sessions, parse_origin, parse_overflow, parse_prefix, parse_redis, parse_sockjs_url,
+    parse_subprotocol, parse_timeout, parse_upstream,
 };
 
 /// The whole file.

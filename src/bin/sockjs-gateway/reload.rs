@@ -208,7 +208,11 @@ fn keep_fixed(old: &Settings, new: &Settings) {
         format!("{:?}", old.shutdown_timeout),
         format!("{:?}", new.shutdown_timeout),
     );
-    fixed("redis", or_none(old.redis.clone()), or_none(new.redis.clone()));
+    fixed(
+        "redis",
+        or_none(old.redis.clone()),
+        or_none(new.redis.clone()),
+    );
     fixed(
         "advertise",
         or_none(old.advertise.clone()),
