@@ -292,9 +292,28 @@ impl SockJs {
         &self.state.prefix
     }
 
-    /// The options this service was built with.
-    pub fn options(&self) -> &Options {
-        &self.state.options
+    /// The options new requests and sessions get now.
+    pub fn options(&self) -> Options {
+        self.state.current().options.clone()
+    }
+
+    /// Changes the options of a running service (every clone of it): new
+    /// requests and new sessions get `options` at once, while open sessions
+    /// keep the timeouts and limits they started with. The transports are
+    /// not changed live: `options.transports` is ignored and the service
+    /// keeps the ones it was made with.
+    ///
+    /// ```
+    /// use sockjs_gateway::{Options, OriginPolicy, SockJs};
+    ///
+    /// let service = SockJs::new("/echo", Options::default(), |_session| async {});
+    /// service.update_options(Options {
+    ///     origins: OriginPolicy::allow_only(vec!["https://example.com".into()]),
+    ///     ..service.options()
+    /// });
+    /// ```
+    pub fn update_options(&self, options: Options) {
+        self.state.update_options(options);
     }
 
     /// Sessions currently alive, on every transport.

@@ -27,6 +27,8 @@ mod websocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
+
 pub use rules::{
     close_from_upstream, close_to_upstream, Upstream, UPSTREAM_CLOSED, UPSTREAM_ERROR,
     UPSTREAM_UNAVAILABLE,
@@ -49,6 +51,35 @@ struct RelayConfig {
     tls: Option<Arc<rustls::ClientConfig>>,
     max_message_bytes: usize,
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// The relay of a running relay service ([`Relay::live_service`]).
+#[derive(Clone)]
+pub struct LiveRelay {
+    current: Arc<RwLock<Relay>>,
+}
+
+impl LiveRelay {
+    /// New sessions are relayed by `relay`. Returns `options` with the
+    /// relay's forwarded headers kept, to give the service with
+    /// [`SockJs::update_options`].
+    pub fn replace(&self, relay: Relay, mut options: Options) -> Options {
+        *self.current.write() = relay.prepared(&mut options);
+        options
+    }
+
+    /// The same relay under new `options` (its message bound follows
+    /// them); returns them with the forwarded headers kept, as
+    /// [`LiveRelay::replace`] does.
+    pub fn reoptioned(&self, options: Options) -> Options {
+        let relay = self.current.read().clone();
+        self.replace(relay, options)
+    }
+
+    /// The upstream new sessions are relayed to.
+    pub fn upstream(&self) -> Upstream {
+        self.current.read().upstream().clone()
+    }
 }
 
 /// How a relayed session ended, for the logs.
@@ -128,7 +159,27 @@ impl Relay {
 
     /// A SockJS service at `prefix` whose every session is relayed. The
     /// forwarded headers are added to what the service keeps of a request.
-    pub fn service(mut self, prefix: &str, mut options: Options) -> SockJs {
+    pub fn service(self, prefix: &str, options: Options) -> SockJs {
+        self.live_service(prefix, options).0
+    }
+
+    /// As [`Relay::service`], with a handle to change the relay of the
+    /// running service (its upstream, headers, subprotocols...) for new
+    /// sessions; open sessions keep their upstream connection.
+    pub fn live_service(self, prefix: &str, mut options: Options) -> (SockJs, LiveRelay) {
+        let live = LiveRelay {
+            current: Arc::new(RwLock::new(self.prepared(&mut options))),
+        };
+        let current = live.current.clone();
+        let service = SockJs::new(prefix, options, move |session| {
+            let relay = current.read().clone();
+            async move { relay.run(session).await }
+        });
+        (service, live)
+    }
+
+    /// Ready to relay under `options`, which gain the forwarded headers.
+    fn prepared(mut self, options: &mut Options) -> Relay {
         if matches!(
             self.inner.upstream,
             Upstream::WebSocket { secure: true, .. }
@@ -146,10 +197,7 @@ impl Relay {
                 options.peer_headers.push(name.to_ascii_lowercase());
             }
         }
-        SockJs::new(prefix, options, move |session| {
-            let relay = self.clone();
-            async move { relay.run(session).await }
-        })
+        self
     }
 
     fn connect_failed(&self, session: &Session, error: &ConnectError) {

@@ -23,7 +23,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::access_log::{SessionEnd, SessionRecord};
 use crate::admission::{AdmissionCheck, AdmissionRequest, SessionData};
@@ -44,13 +44,32 @@ pub(crate) type SessionEndObserver = Arc<dyn Fn(SessionRecord) + Send + Sync>;
 
 pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + Send + Sync>;
 
+/// A service's options and what is derived from them, as of one moment.
+/// A session keeps the `session_config` it started with.
+pub(crate) struct Configured {
+    pub options: Options,
+    pub session_config: Arc<SessionConfig>,
+    pub iframe: pages::IframePage,
+}
+
+impl Configured {
+    fn new(options: Options) -> Self {
+        Configured {
+            session_config: Arc::new(options.session_config()),
+            iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
+            options,
+        }
+    }
+}
+
 /// Everything one mounted service needs, shared by all workers.
 pub(crate) struct ServiceState {
     pub prefix: String,
     /// The prefix, shared with every session's `Peer`.
     pub path: Arc<str>,
-    pub options: Options,
-    pub session_config: Arc<SessionConfig>,
+    /// The options new requests and sessions get; swapped whole by
+    /// [`ServiceState::update_options`], read once per request.
+    current: RwLock<Arc<Configured>>,
     pub registry: Registry,
     /// Sessions alive on every transport, WebSockets included, by connection id.
     pub live: Mutex<HashMap<u64, Weak<SharedSession>>>,
@@ -59,7 +78,6 @@ pub(crate) struct ServiceState {
     pub handler: Handler,
     pub admission: Option<AdmissionCheck>,
     pub metrics: Arc<ServiceMetrics>,
-    pub iframe: pages::IframePage,
     /// Cluster mode: sessions not found here are looked up in Redis.
     pub cluster: Option<Cluster>,
     /// Cluster mode: owners forwarded to lately.
@@ -72,9 +90,7 @@ impl ServiceState {
         ServiceState {
             path: prefix.as_str().into(),
             prefix: prefix.clone(),
-            session_config: Arc::new(options.session_config()),
-            iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
-            options,
+            current: RwLock::new(Arc::new(Configured::new(options))),
             registry: Registry::default(),
             live: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
@@ -85,6 +101,19 @@ impl ServiceState {
             owners: OwnerCache::default(),
             on_session_end: None,
         }
+    }
+
+    /// The options as they are now: read once per request.
+    pub fn current(&self) -> Arc<Configured> {
+        self.current.read().clone()
+    }
+
+    /// New requests and sessions get `options`; open sessions keep theirs.
+    /// The transports stay as they are (routes are not re-decided live).
+    pub fn update_options(&self, mut options: Options) {
+        let mut current = self.current.write();
+        options.transports = current.options.transports.clone();
+        *current = Arc::new(Configured::new(options));
     }
 
     /// The application's handler for a new session, ready to run.
@@ -168,7 +197,7 @@ impl ServiceState {
         shared: &Arc<SharedSession>,
         session_id: Option<&str>,
     ) -> Option<SessionSlot> {
-        let max = self.options.max_sessions.unwrap_or(usize::MAX);
+        let max = self.current().options.max_sessions.unwrap_or(usize::MAX);
         let mut live = self.live.lock();
         if live.len() >= max || self.shutting_down.load(Ordering::Acquire) {
             return None;
@@ -233,71 +262,40 @@ impl ServiceState {
         transport: &'static str,
         data: Option<SessionData>,
     ) -> Arc<SharedSession> {
+        let current = self.current();
+        let options = &current.options;
         let peer = Peer {
             transport,
             remote_addr: req.peer_addr(),
-            headers: allowed_headers(req.headers(), &self.options.peer_headers),
+            headers: allowed_headers(req.headers(), &options.peer_headers),
             path: self.path.clone(),
             query: req.query_string().to_owned(),
-            client_ip: self.client_ip(req),
-            scheme: self.scheme(req),
+            client_ip: client_ip(options, req),
+            scheme: scheme(options, req),
             data,
         };
         SharedSession::new(
-            self.session_config.clone(),
+            current.session_config.clone(),
             peer,
-            self.binding_key(req).map(Box::new),
+            binding_key(options, req).map(Box::new),
             self.metrics.clone(),
         )
     }
 
     /// The client's address, through the trusted proxies.
     fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let peer = req.peer_addr()?.ip();
-        Some(client_addr::client_ip(
-            peer,
-            &self.options.trusted_proxies,
-            header(header::HeaderName::from_static("x-forwarded-for")),
-            header(header::FORWARDED),
-        ))
+        client_ip(&self.current().options, req)
     }
 
-    /// `https` or `http` as the client reached us; only a trusted proxy
-    /// may say so with `X-Forwarded-Proto`.
+    /// `https` or `http` as the client reached us.
     fn scheme(&self, req: &HttpRequest) -> &'static str {
-        let from_trusted_proxy = req.peer_addr().is_some_and(|peer| {
-            self.options
-                .trusted_proxies
-                .iter()
-                .any(|cidr| cidr.contains(peer.ip()))
-        });
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| from_trusted_proxy);
-        let secure = match forwarded {
-            Some(proto) => proto.trim().eq_ignore_ascii_case("https"),
-            None => req.app_config().secure(),
-        };
-        if secure {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    fn binding_key(&self, req: &HttpRequest) -> Option<BindingKey> {
-        Some(match self.options.bind_session.as_ref()? {
-            SessionBinding::ClientIp => BindingKey::ClientIp(self.client_ip(req)),
-            SessionBinding::Cookie(name) => BindingKey::Cookie(headers::request_cookie(req, name)),
-        })
+        scheme(&self.current().options, req)
     }
 
     /// Whether `req` may act on `session` (always, unless sessions are bound).
     fn may_use(&self, session: &SharedSession, req: &HttpRequest) -> bool {
-        let allowed = session.bound_to.as_deref() == self.binding_key(req).as_ref();
+        let allowed =
+            session.bound_to.as_deref() == binding_key(&self.current().options, req).as_ref();
         if !allowed {
             log::debug!(
                 "{}: request does not match its session's binding",
@@ -393,6 +391,50 @@ impl Drop for SessionSlot {
     }
 }
 
+/// The client's address, through the trusted proxies.
+fn client_ip(options: &Options, req: &HttpRequest) -> Option<IpAddr> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let peer = req.peer_addr()?.ip();
+    Some(client_addr::client_ip(
+        peer,
+        &options.trusted_proxies,
+        header(header::HeaderName::from_static("x-forwarded-for")),
+        header(header::FORWARDED),
+    ))
+}
+
+/// `https` or `http` as the client reached us; only a trusted proxy
+/// may say so with `X-Forwarded-Proto`.
+fn scheme(options: &Options, req: &HttpRequest) -> &'static str {
+    let from_trusted_proxy = req.peer_addr().is_some_and(|peer| {
+        options
+            .trusted_proxies
+            .iter()
+            .any(|cidr| cidr.contains(peer.ip()))
+    });
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| from_trusted_proxy);
+    let secure = match forwarded {
+        Some(proto) => proto.trim().eq_ignore_ascii_case("https"),
+        None => req.app_config().secure(),
+    };
+    if secure {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+fn binding_key(options: &Options, req: &HttpRequest) -> Option<BindingKey> {
+    Some(match options.bind_session.as_ref()? {
+        SessionBinding::ClientIp => BindingKey::ClientIp(client_ip(options, req)),
+        SessionBinding::Cookie(name) => BindingKey::Cookie(headers::request_cookie(req, name)),
+    })
+}
+
 fn allowed_headers(headers: &HeaderMap, allowed: &[String]) -> Vec<(String, String)> {
     allowed
         .iter()
@@ -428,7 +470,9 @@ pub(crate) async fn dispatch(
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
-    if !state.options.origins.allows(origin, host) {
+    let current = state.current();
+    let options = &current.options;
+    if !options.origins.allows(origin, host) {
         log::debug!("{}: origin {origin:?} not allowed", req.path());
         return text_response(StatusCode::FORBIDDEN, "Origin not allowed.");
     }
@@ -439,7 +483,6 @@ pub(crate) async fn dispatch(
         HttpMethod::OPTIONS => Method::Options,
         _ => Method::Other,
     };
-    let options = &state.options;
     let transports = &options.transports;
     let route = match route::route(method, path) {
         Ok(route) => route,
@@ -460,14 +503,14 @@ pub(crate) async fn dispatch(
         Route::Info => {
             let started = std::time::Instant::now();
             let response = match state.admit_request(&req).await {
-                Ok(_) => pages::info(&req, &state.options),
+                Ok(_) => pages::info(&req, options),
                 Err(refusal) => refusal,
             };
             state.metrics.info_answered(started.elapsed().as_secs_f64());
             response
         }
         Route::InfoPreflight => pages::preflight(&req, "OPTIONS, GET"),
-        Route::Iframe => state.iframe.respond(&req),
+        Route::Iframe => current.iframe.respond(&req),
         Route::RawWebsocket if transports.websocket => {
             websocket::open(&req, payload, &state, None).await
         }
@@ -506,7 +549,7 @@ pub(crate) async fn dispatch(
                 SessionEndpoint::Preflight { allow } => pages::preflight(&req, allow),
                 _ => return not_found(&req),
             };
-            if state.options.cookie_needed {
+            if options.cookie_needed {
                 headers::set_jsessionid(response.headers_mut(), &req);
             }
             response

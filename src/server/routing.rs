@@ -107,7 +107,7 @@ pub(crate) async fn receiver(
 /// heartbeat every `heartbeat_delay`. Twice that and a second: past it the
 /// owner is hung or stopped.
 fn owner_silence(state: &ServiceState) -> Option<Duration> {
-    let heartbeat = state.options.heartbeat_delay;
+    let heartbeat = state.current().options.heartbeat_delay;
     (!heartbeat.is_zero()).then(|| heartbeat * 2 + Duration::from_secs(1))
 }
 

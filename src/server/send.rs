@@ -139,9 +139,10 @@ async fn deliver(
 /// The whole body: a body trickling in a byte at a time must not hold the
 /// request, nor a large one memory.
 async fn read_bounded(payload: web::Payload, state: &ServiceState) -> Result<BytesMut, Refusal> {
+    let current = state.current();
     tokio::time::timeout(
-        state.options.body_timeout,
-        read_body(payload, state.options.max_message_bytes),
+        current.options.body_timeout,
+        read_body(payload, current.options.max_message_bytes),
     )
     .await
     .map_err(|_| (StatusCode::REQUEST_TIMEOUT, "Request body timeout."))?

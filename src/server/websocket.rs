@@ -64,7 +64,8 @@ pub async fn open(
     let Some(mut slot) = state.admit(&shared, session_id) else {
         return state.refuse_new_session();
     };
-    let payload = limit_frames(req, payload, state.options.max_message_bytes);
+    let max_message_bytes = state.current().options.max_message_bytes;
+    let payload = limit_frames(req, payload, max_message_bytes);
     let (response, ws, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
         Err(error) => {
@@ -82,9 +83,9 @@ pub async fn open(
     };
     let application: Pin<Box<dyn Future<Output = ()>>> = Box::pin(state.application(&shared));
     let stream = stream
-        .max_frame_size(state.options.max_message_bytes)
+        .max_frame_size(max_message_bytes)
         .aggregate_continuations()
-        .max_continuation_size(state.options.max_message_bytes);
+        .max_continuation_size(max_message_bytes);
     let connection = Connection {
         abort: req.conn_data::<AbortHandle>().cloned(),
         shared,

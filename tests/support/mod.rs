@@ -17,6 +17,7 @@ mod frames;
 mod http;
 mod metrics;
 pub mod redis;
+pub mod reload;
 mod server;
 pub mod stalled;
 mod transports;

@@ -15,8 +15,9 @@ use toml::Spanned;
 
 use crate::values::{
     parse_access_log, parse_access_log_format, parse_advertise, parse_binding, parse_duration,
-    parse_header_name, parse_max_sessions, parse_origin, parse_overflow, parse_prefix, parse_redis,
-    parse_sockjs_url, parse_subprotocol, parse_timeout, parse_upstream, AccessLogTarget,
+    parse_header_name, parse_log_level, parse_max_sessions, parse_origin, parse_overflow,
+    parse_prefix, parse_redis, parse_sockjs_url, parse_subprotocol, parse_timeout, parse_upstream,
+    AccessLogTarget,
 };
 
 /// The whole file.
@@ -43,6 +44,9 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "access_log_format")]
     pub access_log_format: Option<AccessLogFormat>,
     pub access_log_buffer: Option<NonZeroUsize>,
+    /// The most detailed log lines written; reloaded live.
+    #[serde(default, deserialize_with = "log_level")]
+    pub log_level: Option<log::LevelFilter>,
     #[serde(default)]
     pub defaults: ServiceOptions,
     #[serde(default, rename = "service")]
@@ -376,6 +380,10 @@ fn access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AccessLogTarget>
 
 fn access_log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AccessLogFormat>, D::Error> {
     Text(parse_access_log_format).deserialize(d).map(Some)
+}
+
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<log::LevelFilter>, D::Error> {
+    Text(parse_log_level).deserialize(d).map(Some)
 }
 
 fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

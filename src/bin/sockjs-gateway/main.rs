@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod observability;
 mod plain_listener;
+mod reload;
 mod services;
 mod settings;
 mod tls;
@@ -25,7 +26,7 @@ use crate::settings::{AccessLogTarget, Settings};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let start_log_level = start_logging();
     let cli = cli::Cli::from_command_line();
     cli.check().unwrap_or_else(|error| refuse_to_start(error));
     let file = match &cli.config {
@@ -33,6 +34,9 @@ async fn main() -> std::io::Result<()> {
         None => config::ConfigFile::default(),
     };
     let settings = Settings::resolve(&cli, file).unwrap_or_else(|error| refuse_to_start(error));
+    if let Some(level) = settings.log_level {
+        log::set_max_level(level);
+    }
     let tls = settings
         .tls
         .as_ref()
@@ -70,12 +74,13 @@ async fn main() -> std::io::Result<()> {
         metrics.watch_access_log(log);
     }
     let health = observability::Health::new(cluster.clone());
-    let services: Vec<SockJs> = settings
+    let built: Vec<services::Built> = settings
         .services
         .iter()
         .map(|service| services::build(service, &metrics, cluster.as_ref(), access_log.as_ref()))
         .collect::<Result<_, _>>()
         .unwrap_or_else(|error| refuse_to_start(error));
+    let services: Vec<SockJs> = built.iter().map(|b| b.service.clone()).collect();
     let prefixes: Vec<String> = services.iter().map(|s| s.prefix().to_owned()).collect();
     let services_to_stop = services.clone();
 
@@ -110,8 +115,9 @@ async fn main() -> std::io::Result<()> {
             (!timeout.is_zero()).then_some(longest.max(timeout))
         })
         .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
+    let certificates = tls.as_ref().map(|(_, certificates)| certificates.clone());
     let (server, scheme) = match tls {
-        Some(tls) => (
+        Some((tls, _)) => (
             tls_listener::serve(listeners, workers, stall_limit, tls, app)?,
             "https",
         ),
@@ -133,6 +139,8 @@ async fn main() -> std::io::Result<()> {
             );
         }
     }
+    // Before the listening line: from then on a SIGHUP reloads, never kills.
+    let hangups = signal(SignalKind::hangup()).unwrap_or_else(|error| refuse_to_start(error));
     log::info!(
         "sockjs-gateway listening on {}; serving {}",
         addrs.join(", "),
@@ -146,6 +154,18 @@ async fn main() -> std::io::Result<()> {
         );
         cluster.join(advertise);
     }
+    if let Some(certificates) = &certificates {
+        tls::watch(certificates.clone());
+    }
+    let shutdown_timeout = settings.shutdown_timeout;
+    let running = reload::Running {
+        cli,
+        settings,
+        services: built,
+        certificates,
+        start_log_level,
+    };
+    actix_rt::spawn(reload_on_hangup(hangups, running));
     let leaving = cluster.clone();
     let handle = server.handle();
     let metrics_server = match metrics_listener {
@@ -153,7 +173,6 @@ async fn main() -> std::io::Result<()> {
         None => None,
     };
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
-    let shutdown_timeout = settings.shutdown_timeout;
     actix_rt::spawn(async move {
         let signal = stop_signal().await;
         log::info!("{signal}: closing every session (within {shutdown_timeout:?}), then stopping");
@@ -239,6 +258,25 @@ async fn demo_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=UTF-8")
         .body(include_str!("demo.html"))
+}
+
+/// `RUST_LOG` filters as usual; unset, everything passes the filter and
+/// the level (`info`, or the file's `log_level`) decides, so that a reload
+/// can raise it as well as lower it. Returns the level to fall back to.
+fn start_logging() -> log::LevelFilter {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace")).init();
+    if !from_env {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    log::max_level()
+}
+
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, mut running: reload::Running) {
+    while hangups.recv().await.is_some() {
+        log::info!("SIGHUP: reloading the settings and TLS files");
+        running.reload();
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM and names it.

@@ -7,10 +7,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sockjs_gateway::cluster::{Cluster, BACKPLANE_UNAVAILABLE};
-use sockjs_gateway::relay::Relay;
+use sockjs_gateway::relay::{LiveRelay, Relay};
 use sockjs_gateway::{AccessLog, ConnectionId, Metrics, Options, SendError, Session, SockJs};
 
 use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
+
+/// A running service, with what a reload may change of it.
+pub struct Built {
+    pub service: SockJs,
+    /// A relay service's relay, swappable for new sessions.
+    pub relay: Option<LiveRelay>,
+}
 
 /// The service described by `settings`, counting into `metrics` and
 /// writing its ended sessions to `access_log`. In cluster mode (`cluster`),
@@ -21,10 +28,17 @@ pub fn build(
     metrics: &Metrics,
     cluster: Option<&Cluster>,
     access_log: Option<&AccessLog>,
-) -> Result<SockJs, String> {
+) -> Result<Built, String> {
     let options = settings.options.clone();
+    let mut live_relay = None;
     let service = match &settings.kind {
-        ServiceKind::Relay(spec) => relay(spec, options)?,
+        ServiceKind::Relay(spec) => {
+            let relay = relay(spec)?;
+            log_relay(spec, &relay);
+            let (service, live) = relay.live_service(&spec.prefix, options);
+            live_relay = Some(live);
+            service
+        }
         ServiceKind::Local { prefix, handler } => match handler {
             Handler::Echo => SockJs::new(prefix, options, echo),
             Handler::Close => SockJs::new(prefix, options, close),
@@ -42,11 +56,15 @@ pub fn build(
         Some(log) => service.with_access_log(log),
         None => service,
     };
-    Ok(service.with_metrics(metrics))
+    Ok(Built {
+        service: service.with_metrics(metrics),
+        relay: live_relay,
+    })
 }
 
-/// A relay service: each session gets its own connection to the upstream.
-fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
+/// The relay of a relay service: each session gets its own connection to
+/// the upstream.
+pub fn relay(spec: &RelaySpec) -> Result<Relay, String> {
     let mut relay = Relay::new(&spec.upstream)?;
     for header in &spec.forward_headers {
         relay = relay.forward_header(header);
@@ -60,6 +78,11 @@ fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
     if let Some(timeout) = spec.connect_timeout {
         relay = relay.connect_timeout(timeout);
     }
+    Ok(relay)
+}
+
+/// `relay /app -> ws://…`, when a relay starts or changes.
+pub fn log_relay(spec: &RelaySpec, relay: &Relay) {
     match spec.subprotocols.as_slice() {
         [] => log::info!("relay {} -> {}", spec.prefix, relay.upstream()),
         protocols => log::info!(
@@ -69,7 +92,6 @@ fn relay(spec: &RelaySpec, options: Options) -> Result<SockJs, String> {
             protocols.join(", ")
         ),
     }
-    Ok(relay.service(&spec.prefix, options))
 }
 
 async fn echo(session: Session) {

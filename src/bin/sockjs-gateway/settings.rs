@@ -33,6 +33,8 @@ pub struct Settings {
     pub access_log_format: AccessLogFormat,
     /// Records held while the access log's writer is behind.
     pub access_log_buffer: usize,
+    /// The file's `log_level`, if it has one.
+    pub log_level: Option<log::LevelFilter>,
     /// Longer prefixes first, so `/a/b` is not hidden behind `/a`.
     pub services: Vec<ServiceSettings>,
 }
@@ -179,6 +181,7 @@ impl Settings {
                 .access_log_buffer
                 .or(file.access_log_buffer)
                 .map_or(sockjs_gateway::access_log::DEFAULT_QUEUE, NonZeroUsize::get),
+            log_level: file.log_level,
             services,
         })
     }

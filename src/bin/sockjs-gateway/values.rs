@@ -171,6 +171,13 @@ pub fn parse_redis(text: &str) -> Result<String, String> {
     sockjs_gateway::cluster::check_redis_url(text)
 }
 
+/// `off`, `error`, `warn`, `info`, `debug` or `trace`.
+pub fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}`: the log level is one of off, error, warn, info, debug, trace")
+    })
+}
+
 /// `HOST:PORT` as the other cluster nodes reach this one (plain HTTP).
 pub fn parse_advertise(text: &str) -> Result<String, String> {
     let refuse = || format!("`{text}`: the advertised address is HOST:PORT, e.g. 10.0.0.5:8081");
