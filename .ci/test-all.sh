@@ -8,6 +8,10 @@ echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== API docs without a warning, and what the crate would ship"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+.ci/check-package-list.sh
+
 echo "== redis-server and nginx for the cluster tests and benchmark (apt-get, only if missing)"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
    || ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; then

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use parking_lot::Mutex;
-use sockjs_gateway::{ConnectionId, Options, Session, SockJs};
+use sockjs_gateway::{http_server, ConnectionId, Options, Session, SockJs};
 
 type Room = Arc<Mutex<HashMap<ConnectionId, Session>>>;
 
@@ -36,14 +36,12 @@ async fn main() -> std::io::Result<()> {
             say_to_all(&room, &format!("{name} left"));
         }
     });
-    HttpServer::new(move || {
+    http_server(move || {
         App::new()
             .service(chat.clone())
             .service(sockjs_gateway::client_library())
             .route("/", web::get().to(page))
     })
-    .h1_allow_half_closed(false)
-    .tcp_nodelay(true)
     .bind("127.0.0.1:8080")?
     .run()
     .await

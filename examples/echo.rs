@@ -1,8 +1,8 @@
 //! A SockJS echo server: `cargo run --example echo`, then connect
 //! `new SockJS("http://127.0.0.1:8080/echo")` from any page.
 
-use actix_web::{App, HttpServer};
-use sockjs_gateway::{Options, Session, SockJs};
+use actix_web::App;
+use sockjs_gateway::{http_server, Options, Session, SockJs};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -13,9 +13,7 @@ async fn main() -> std::io::Result<()> {
             }
         }
     });
-    HttpServer::new(move || App::new().service(echo.clone()))
-        .h1_allow_half_closed(false)
-        .tcp_nodelay(true)
+    http_server(move || App::new().service(echo.clone()))
         .bind("127.0.0.1:8080")?
         .run()
         .await

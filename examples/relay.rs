@@ -4,9 +4,9 @@
 //! session gets its own connection to the backend, which sees the browser's
 //! cookie and address in its handshake.
 
-use actix_web::{App, HttpServer};
+use actix_web::App;
 use sockjs_gateway::relay::Relay;
-use sockjs_gateway::Options;
+use sockjs_gateway::{http_server, Options};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -17,9 +17,7 @@ async fn main() -> std::io::Result<()> {
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?
         .forward_header("Cookie");
     let app = relay.service("/app", Options::default());
-    HttpServer::new(move || App::new().service(app.clone()))
-        .h1_allow_half_closed(false)
-        .tcp_nodelay(true)
+    http_server(move || App::new().service(app.clone()))
         .bind("127.0.0.1:8080")?
         .run()
         .await

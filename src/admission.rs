@@ -13,9 +13,13 @@ use futures::FutureExt;
 /// The first request of a would-be session (or an `/info` request), in full.
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest {
+    /// The HTTP method, such as `GET` or `POST`.
     pub method: String,
+    /// The request path, such as `/echo/000/abc/xhr`.
     pub path: String,
+    /// The query string without its `?` (empty if there is none).
     pub query: String,
+    /// Every request header, as the client sent it.
     pub headers: HeaderMap,
     /// The TCP peer (a proxy, if there is one in between).
     pub peer_addr: Option<SocketAddr>,
@@ -24,6 +28,7 @@ pub struct AdmissionRequest {
 }
 
 impl AdmissionRequest {
+    /// A header's value, by name, if it is present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -43,11 +48,14 @@ impl AdmissionRequest {
 /// An admission check's refusal: the status and text the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The HTTP status, such as 401 or 403.
     pub status: u16,
+    /// The response body, as plain text.
     pub text: String,
 }
 
 impl Refusal {
+    /// A refusal with this status and text.
     pub fn new(status: u16, text: impl Into<String>) -> Self {
         Refusal {
             status,

@@ -81,10 +81,14 @@ pub fn client_release(version: &str) -> Option<&'static ClientRelease> {
 /// # use actix_web::App;
 /// let app = App::new().service(sockjs_gateway::client_library());
 /// ```
-pub fn client_library() -> actix_web::Resource {
-    web::resource("/lib/{file}")
-        .route(web::get().to(serve))
-        .route(web::head().to(serve))
+pub fn client_library() -> actix_web::Scope {
+    // A scope: every request the router tries against it costs a prefix
+    // comparison, where a bare `/lib/{file}` resource ran a regex on each.
+    web::scope("/lib").service(
+        web::resource("/{file}")
+            .route(web::get().to(serve))
+            .route(web::head().to(serve)),
+    )
 }
 
 const YEAR: &str = "public, max-age=31536000, immutable";

@@ -4,16 +4,18 @@
 //! unchanged whether the client came over WebSocket, XHR streaming, polling,
 //! EventSource, htmlfile or JSONP.
 //!
-//! Run it with `HttpServer::h1_allow_half_closed(false)`: otherwise actix
-//! keeps serving a response after the client has gone, and a long-poll
-//! dropped by its client holds its session until the next heartbeat instead
-//! of closing it as interrupted at once. And with `tcp_nodelay(true)`:
+//! Serve it with [`http_server`]: actix-web's `HttpServer` with the two
+//! settings SockJS needs already made. `h1_allow_half_closed(false)`:
+//! otherwise actix keeps serving a response after the client has gone, and a
+//! long-poll dropped by its client holds its session until the next heartbeat
+//! instead of closing it as interrupted at once. And `tcp_nodelay(true)`:
 //! SockJS writes small frames one at a time, and Nagle's algorithm would hold
-//! each behind the client's delayed ACK (40 ms per polling round trip).
+//! each behind the client's delayed ACK (40 ms per polling round trip). (With
+//! `HttpServer::new` of your own, make both calls yourself.)
 //!
 //! ```no_run
-//! use actix_web::{App, HttpServer};
-//! use sockjs_gateway::{Options, Session, SockJs};
+//! use actix_web::App;
+//! use sockjs_gateway::{http_server, Options, Session, SockJs};
 //!
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
@@ -24,18 +26,105 @@
 //!             }
 //!         }
 //!     });
-//!     HttpServer::new(move || App::new().service(echo.clone()))
-//!         .h1_allow_half_closed(false)
-//!         .tcp_nodelay(true)
+//!     http_server(move || App::new().service(echo.clone()))
 //!         .bind("127.0.0.1:8081")?
 //!         .run()
 //!         .await
 //! }
 //! ```
+//!
+//! Three builder calls add the rest, each before the service is cloned into
+//! the workers' `App`s.
+//!
+//! **Admission** ([`SockJs::with_admission`]): an async check that sees the
+//! first request of every session in full and refuses it, or admits it
+//! carrying data for the handler.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sockjs_gateway::{Options, Refusal, Session, SockJs};
+//!
+//! struct User(String);
+//! let chat = SockJs::new("/chat", Options::default(), |session: Session| async move {
+//!     let name = session.data::<User>().map_or("?", |user| user.0.as_str()).to_owned();
+//!     let _ = session.send(format!("hello {name}")).await;
+//! })
+//! .with_admission(|request| async move {
+//!     match request.cookie("token") {
+//!         Some("secret") => Ok(Some(Arc::new(User("ada".into())) as _)),
+//!         _ => Err(Refusal::new(401, "Log in first.")),
+//!     }
+//! });
+//! # let _ = chat;
+//! ```
+//!
+//! **Metrics** ([`SockJs::with_metrics`]): sessions, messages and bytes per
+//! service, in Prometheus form from [`Metrics::render`].
+//!
+//! ```
+//! use actix_web::{web, App};
+//! use sockjs_gateway::{Metrics, Options, Session, SockJs};
+//!
+//! let metrics = Metrics::new();
+//! let echo = SockJs::new("/echo", Options::default(), |_session: Session| async {})
+//!     .with_metrics(&metrics);
+//! let app = move || {
+//!     let metrics = metrics.clone();
+//!     App::new()
+//!         .service(echo.clone())
+//!         .route("/metrics", web::get().to(move || {
+//!             let metrics = metrics.clone();
+//!             async move { metrics.render() }
+//!         }))
+//! };
+//! # let _ = app;
+//! ```
+//!
+//! **Relay** ([`relay::Relay`]): instead of a handler, every session gets its
+//! own connection to an upstream WebSocket or line-based TCP server.
+//!
+//! ```
+//! use sockjs_gateway::{relay::Relay, Options};
+//!
+//! let relay = Relay::new("ws://127.0.0.1:9000/socket")
+//!     .expect("an upstream URL")
+//!     .forward_header("Cookie");
+//! let app = relay.service("/app", Options::default());
+//! # let _ = app;
+//! ```
+//!
+//! **Cluster** ([`SockJs::with_cluster`]): several nodes behind a balancer
+//! with no stickiness, Redis as the backplane; an HTTP-transport session
+//! keeps working whichever node its requests reach.
+//!
+//! ```no_run
+//! use actix_web::App;
+//! use sockjs_gateway::{cluster::Cluster, http_server, Options, Session, SockJs};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let cluster = Cluster::new("redis://127.0.0.1:6379").map_err(std::io::Error::other)?;
+//!     let echo = SockJs::new("/echo", Options::default(), |session: Session| async move {
+//!         while let Some(message) = session.recv().await {
+//!             let _ = session.send(message).await;
+//!         }
+//!     })
+//!     .with_cluster(&cluster);
+//!     let server = http_server(move || App::new().service(echo.clone()))
+//!         .bind("0.0.0.0:8081")?
+//!         .run();
+//!     // Where the other nodes reach this one.
+//!     cluster.join("10.0.0.5:8081".into());
+//!     server.await
+//! }
+//! ```
+
+#![warn(missing_docs)]
 
 mod admission;
 mod client_library;
 pub mod cluster;
+mod http_server;
 mod metrics;
 mod options;
 mod peer;
@@ -56,6 +145,7 @@ pub use client_library::{
     client_library, client_release, ClientRelease, CLIENT_RELEASES, IFRAME_LOADER_JS,
     LATEST_CLIENT_RELEASE, SOCKJS_CLIENT_JS,
 };
+pub use http_server::http_server;
 pub use metrics::Metrics;
 pub use options::{Options, SessionBinding, Transports, DEFAULT_SOCKJS_URL};
 pub use peer::Peer;
@@ -163,6 +253,7 @@ impl SockJs {
         &self.state.prefix
     }
 
+    /// The options this service was built with.
     pub fn options(&self) -> &Options {
         &self.state.options
     }

@@ -203,6 +203,8 @@ fn route_latency_constructor() -> Histogram {
 }
 
 impl Metrics {
+    /// An empty registry; share it between services with
+    /// [`crate::SockJs::with_metrics`] and show it with [`Metrics::render`].
     pub fn new() -> Self {
         Self::default()
     }

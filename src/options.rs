@@ -151,10 +151,15 @@ pub enum SessionBinding {
 pub struct Transports {
     /// Both the framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`) WebSocket.
     pub websocket: bool,
+    /// `xhr` (long-polling) with `xhr_send`.
     pub xhr_polling: bool,
+    /// `xhr_streaming`.
     pub xhr_streaming: bool,
+    /// `eventsource`.
     pub eventsource: bool,
+    /// `htmlfile`.
     pub htmlfile: bool,
+    /// `jsonp` (polling) with `jsonp_send`.
     pub jsonp_polling: bool,
 }
 

@@ -314,3 +314,47 @@ websocket = false
         ["up:through the file's relay"]
     );
 }
+
+#[test]
+fn version_names_the_gateway_release_and_every_bundled_client_release() {
+    for flag in ["--version", "-V"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
+            .arg(flag)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sockjs-gateway");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for sockjs-gateway") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sockjs-gateway {flag} still running after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+        assert!(status.success(), "{flag}: {status}");
+        let releases: Vec<&str> = sockjs_gateway::CLIENT_RELEASES
+            .iter()
+            .map(|release| release.version)
+            .collect();
+        assert_eq!(
+            stdout.trim_end(),
+            format!(
+                "sockjs-gateway {} (sockjs-client {})",
+                env!("CARGO_PKG_VERSION"),
+                releases.join(", ")
+            ),
+            "{flag}"
+        );
+        assert!(
+            stdout.contains("1.0.0, ") && stdout.contains(", 1.6.1)"),
+            "{stdout}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::stalled::{self, GONE_WITHIN};
 use support::{Conn, Frame, Request, Server, WsEvent};
 use tokio_tungstenite::tungstenite;
 
@@ -303,35 +304,10 @@ fn frames_carry_at_most_64_kib_of_queued_messages_on_every_transport() {
     }
 }
 
-/// A connection to the server whose receive buffer is 4 KiB: a client on a
-/// slow link, or one that keeps its window tiny on purpose.
+/// A connection to the server whose receive buffer is 4 KiB.
 fn tiny_window_conn(port: u16) -> Conn {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    socket.connect(&address.into()).unwrap();
-    Conn::from_stream(socket.into(), port)
+    Conn::from_stream(stalled::tiny_window_stream(port), port)
 }
-
-/// The kernel's state (`/proc/net/tcp`, 1 = ESTABLISHED) of the server's
-/// end of the connection from `client_port`, while a process holds it (an
-/// orphan, inode 0, is the kernel's alone: it holds no task or buffer of
-/// the gateway's, only its last bytes, until the kernel gives up on them).
-fn server_socket_state(server_port: u16, client_port: u16) -> Option<u8> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote) = (port(fields.get(1)?)?, port(fields.get(2)?)?);
-        let held = fields.get(9).is_some_and(|inode| *inode != "0");
-        (local == server_port && remote == client_port && held)
-            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
-            .flatten()
-    })
-}
-
-/// send-timeout (1 s) + the close grace (2 s) + slack for a debug build.
-const GONE_WITHIN: Duration = Duration::from_secs(1 + 2 + 3);
 
 /// Waits until the server's end of the connection is gone, then checks the
 /// client's end sees it (EOF or reset after at most what its buffer held).
@@ -344,20 +320,7 @@ fn expect_dropped(
 ) -> Duration {
     use std::io::Read;
     let client_port = conn.stream.local_addr().unwrap().port();
-    assert_eq!(
-        server_socket_state(server.port, client_port),
-        Some(1),
-        "{what}: established"
-    );
-    support::poll_until(
-        &format!("{what}: the server to drop the connection"),
-        within,
-        || {
-            server_socket_state(server.port, client_port)
-                .is_none()
-                .then_some(())
-        },
-    );
+    stalled::wait_until_server_lets_go(server.port, client_port, within, what);
     let gone = since.elapsed();
     let mut buffer = [0; 64 * 1024];
     let mut drained = 0;
@@ -382,20 +345,135 @@ fn a_stalled_websocket_client_loses_its_connection_within_send_timeout_and_grace
     // Asks for 200 messages of 256 KiB (50 MiB, more than every buffer on
     // the way holds), and reads none of them.
     let started = Instant::now();
-    let ask = [frame_header(true, 1, 6), b"[\"18\"]".to_vec()].concat();
-    let masked: Vec<u8> = {
-        let (head, body) = ask.split_at(ask.len() - 6);
-        let mask = &head[head.len() - 4..];
-        let body = body.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]);
-        head.iter().copied().chain(body).collect()
-    };
+    let ask = stalled::masked_text_frame(br#"["18"]"#);
     for _ in 0..200 {
-        conn.write_all(&masked);
+        conn.write_all(&ask);
     }
     let gone = expect_dropped(&server, &mut conn, started, GONE_WITHIN, "websocket");
     eprintln!("stalled websocket dropped {gone:?} after its last request");
     bystander.send_text(r#"["still here"]"#);
     assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
+}
+
+/// Reads `chunk` bytes every `pause` until the connection ends; returns
+/// how much came.
+fn trickle_until_the_end(mut stream: std::net::TcpStream, chunk: usize, pause: Duration) -> usize {
+    use std::io::Read;
+    let mut buffer = vec![0; chunk];
+    let mut taken = 0;
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return taken,
+            Ok(n) => taken += n,
+        }
+        // The client's pace, not a wait for anything.
+        std::thread::sleep(pause);
+    }
+}
+
+#[test]
+fn a_trickling_websocket_client_is_closed_as_too_slow_and_loses_its_connection_within_the_grace() {
+    let server = Server::start_with(&["--send-timeout", "1s"]);
+    let mut conn = tiny_window_conn(server.port);
+    conn.send(&support::ws_request("/amplify/000/trickle/websocket", &[]));
+    assert_eq!(conn.read_head().status, 101);
+    // 4 KiB every 50 ms (80 KiB/s): each 256 KiB frame takes the client
+    // about 3 s, three times the send timeout, though it never stops.
+    let reader = conn.stream.try_clone().unwrap();
+    let trickle =
+        std::thread::spawn(move || trickle_until_the_end(reader, 4096, Duration::from_millis(50)));
+    let started = Instant::now();
+    for _ in 0..200 {
+        conn.write_all(&stalled::masked_text_frame(br#"["18"]"#));
+    }
+    let client_port = conn.stream.local_addr().unwrap().port();
+    stalled::wait_until_server_lets_go(
+        server.port,
+        client_port,
+        GONE_WITHIN,
+        "trickling websocket",
+    );
+    let gone = started.elapsed();
+    let taken = trickle.join().unwrap();
+    eprintln!("trickling websocket dropped {gone:?} after its requests, {taken} bytes taken");
+    assert!(
+        taken < 2 << 20,
+        "took {taken} bytes: the session was not given up"
+    );
+    let mut bystander = server.ws("/echo/000/trickle-bystander/websocket");
+    assert_eq!(bystander.next_frame(), Frame::Open);
+    bystander.send_text(r#"["still here"]"#);
+    assert_eq!(bystander.messages(1), vec!["still here".to_owned()]);
+}
+
+#[test]
+fn a_broadcast_member_that_stops_reading_loses_its_connection_within_send_timeout_and_grace() {
+    let server = Server::start_with(&["--send-timeout", "1s"]);
+    let mut stalled_member = tiny_window_conn(server.port);
+    stalled_member.send(&support::ws_request(
+        "/broadcast/000/stalled/websocket",
+        &[],
+    ));
+    assert_eq!(stalled_member.read_head().status, 101);
+    let mut listener = server.ws("/broadcast/000/listener/websocket");
+    assert_eq!(listener.next_frame(), Frame::Open);
+    let mut speaker = server.ws("/broadcast/000/speaker/websocket");
+    assert_eq!(speaker.next_frame(), Frame::Open);
+    let listening = std::thread::spawn(move || listener.messages(400));
+    // 400 messages of 16 KiB (6.4 MB): more than the stalled member's queue
+    // and every buffer on its way hold. The speaker hears each one before it
+    // says the next, as the listener reads along.
+    let started = Instant::now();
+    let body = "y".repeat(16 * 1024);
+    for n in 0..400 {
+        let message = format!("{n} {body}");
+        speaker.send_text(&serde_json::to_string(&[&message]).unwrap());
+        assert_eq!(speaker.messages(1), vec![message], "the speaker hears {n}");
+    }
+    let client_port = stalled_member.stream.local_addr().unwrap().port();
+    stalled::wait_until_server_lets_go(
+        server.port,
+        client_port,
+        GONE_WITHIN,
+        "stalled broadcast member",
+    );
+    eprintln!(
+        "stalled broadcast member dropped {:?} after the first message",
+        started.elapsed()
+    );
+    let heard = listening.join().expect("the listener hears every message");
+    for (n, message) in heard.iter().enumerate() {
+        assert!(
+            message.starts_with(&format!("{n} ")),
+            "message {n} in order"
+        );
+    }
+}
+
+#[test]
+fn sigterm_with_a_stalled_client_still_closes_the_others_with_1001_and_exits_in_time() {
+    let mut server = Server::start_with(&["--shutdown-timeout", "3s", "--send-timeout", "30s"]);
+    let mut stalled_client = tiny_window_conn(server.port);
+    stalled_client.send(&support::ws_request("/amplify/000/stalled/websocket", &[]));
+    assert_eq!(stalled_client.read_head().status, 101);
+    for _ in 0..200 {
+        stalled_client.write_all(&stalled::masked_text_frame(br#"["18"]"#));
+    }
+    let mut ws = server.ws("/echo/000/leaving/websocket");
+    assert_eq!(ws.next_frame(), Frame::Open);
+    let started = Instant::now();
+    server.terminate();
+    assert_eq!(
+        ws.next_frame(),
+        support::close_frame(1001, "Server shutting down")
+    );
+    let status = server
+        .exited_within(Duration::from_secs(10))
+        .expect("the gateway exits though a client takes nothing");
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    eprintln!("shutdown with a stalled client took {took:?}");
+    assert!(took < Duration::from_secs(3 + 2), "{took:?}");
 }
 
 #[test]

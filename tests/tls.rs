@@ -320,3 +320,59 @@ fn a_relay_reaches_a_wss_upstream_it_trusts() {
         },
     );
 }
+
+#[tokio::test]
+async fn a_stalled_tls_websocket_client_loses_its_connection_within_send_timeout_and_grace() {
+    use support::stalled;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cert = TestCert::generate();
+    let mut args = vec!["--send-timeout", "1s"];
+    args.extend(cert.flags());
+    let server = Server::start_with(&args);
+    let tcp = tokio::net::TcpStream::from_std({
+        let stream = stalled::tiny_window_stream(server.port);
+        stream.set_nonblocking(true).unwrap();
+        stream
+    })
+    .unwrap();
+    let client_port = tcp.local_addr().unwrap().port();
+    let name = rustls::pki_types::ServerName::try_from(tls_client::HOST).unwrap();
+    let mut tls = cert
+        .connector(&[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let upgrade = support::ws_request("/amplify/000/stalled-tls/websocket", &[]);
+    tls.write_all(&upgrade.to_bytes(server.port)).await.unwrap();
+    let mut head = [0; 12];
+    tls_client::bounded("the upgrade's answer", tls.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    // 200 messages of 256 KiB asked for, none of them read.
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        tls.write_all(&stalled::masked_text_frame(br#"["18"]"#))
+            .await
+            .unwrap();
+    }
+    tls.flush().await.unwrap();
+    stalled::wait_until_server_lets_go(
+        server.port,
+        client_port,
+        stalled::GONE_WITHIN,
+        "stalled TLS websocket",
+    );
+    eprintln!(
+        "stalled TLS websocket dropped {:?} after its requests",
+        started.elapsed()
+    );
+    let mut wss = cert
+        .wss(server.port, "/echo/000/tls-bystander/websocket")
+        .await;
+    assert_eq!(wss.next_text().await, "o");
+    wss.send(r#"["still here"]"#).await;
+    assert_eq!(wss.next_text().await, r#"a["still here"]"#);
+    drop(tls);
+}

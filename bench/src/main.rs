@@ -44,6 +44,9 @@ run options:
                      LABEL=PID: the figures are summed (and CPU per label)
   --sources K        spread connections over 127.0.0.2..127.0.0.(K+1)       [0]
   --size BYTES       message size                                           [32]
+  --messages N       echo scenarios: each session echoes exactly N messages,
+                     then the run ends (for instruction counts: see
+                     bench/instructions.sh); the duration is then unused
   --repeat R         broadcast rounds                                       [50]
   --hold SECS        idle: how long sessions are held before the reading    [2]
   --concurrency C    opens in flight during setup                           [200]
@@ -268,6 +271,7 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
         "server-pid",
         "sources",
         "size",
+        "messages",
         "repeat",
         "hold",
         "concurrency",
@@ -299,6 +303,7 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
         Some(p) => net::Procs::parse(p).map_err(|e| format!("--server-pid: {e}"))?,
         None => net::Procs::default(),
     };
+    let scenario_echoes = scenario.ends_with("echo");
     let hop = match get(&f, "hop-url") {
         Some(_) if !scenario.starts_with("xhr-") => {
             return Err("--hop-url: only for the xhr scenarios".into())
@@ -317,6 +322,13 @@ fn parse_run(args: &[String]) -> Result<Config, String> {
         hop,
         setup: get(&f, "setup").map(str::to_owned),
         size,
+        messages: match get(&f, "messages") {
+            Some(_) if !scenario_echoes => {
+                return Err("--messages: only for the echo scenarios".into())
+            }
+            Some(_) => Some(number(&f, "messages", 0u64)?).filter(|&n| n > 0),
+            None => None,
+        },
         repeat: number(&f, "repeat", 50usize)?,
         hold: seconds(&f, "hold", 2.0)?,
         concurrency: number(&f, "concurrency", 200usize)?,

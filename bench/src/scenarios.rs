@@ -68,6 +68,9 @@ pub struct Config {
     pub setup: Option<String>,
     /// Bytes per message.
     pub size: usize,
+    /// Echo scenarios: each session echoes exactly this many messages, and
+    /// the run ends when all have, whatever the duration.
+    pub messages: Option<u64>,
     /// Broadcast rounds.
     pub repeat: usize,
     /// How long idle sessions are held before the RSS reading.
@@ -82,7 +85,38 @@ impl Config {
     fn sid(&self, i: usize) -> String {
         format!("{}s{i}", self.run_id)
     }
+
+    /// Whether a session that has sent `seq` messages sends another.
+    fn sends_more(&self, seq: u64, window_end: Instant) -> bool {
+        match self.messages {
+            Some(count) => seq < count,
+            None => Instant::now() < window_end,
+        }
+    }
 }
+
+/// The measured part of an echo run: the window, or with `--messages` until
+/// every session is done (at most [`MESSAGES_BOUND`]).
+async fn measure_echoes(
+    cfg: &Config,
+    window: (Instant, Instant),
+    tasks: &mut JoinSet<()>,
+    stats: &Shared,
+) -> Value {
+    let procs = &cfg.server_procs;
+    if cfg.messages.is_some() {
+        let meter = Meter::start(procs);
+        join_bounded(tasks, MESSAGES_BOUND, stats).await;
+        return meter.stop();
+    }
+    sleep_until(window.0.into()).await;
+    let meter = Meter::start(procs);
+    sleep_until(window.1.into()).await;
+    meter.stop()
+}
+
+/// How long a `--messages` run may take (a server under callgrind is slow).
+const MESSAGES_BOUND: Duration = Duration::from_secs(600);
 
 pub async fn run(cfg: Rc<Config>) -> Result<Value, String> {
     match (cfg.scenario.as_str(), cfg.server) {
@@ -431,7 +465,7 @@ async fn ws_echo(
             let sid = cfg.sid(i);
             let mut check = SeqCheck::new();
             let mut seq = 0;
-            while Instant::now() < window.1 {
+            while cfg.sends_more(seq, window.1) {
                 seq += 1;
                 match ws_exchange(&mut ws, framing, &sid, seq, cfg.size, &mut check, &stats).await {
                     Ok(latency) => stats.borrow_mut().record(latency, Instant::now()),
@@ -444,10 +478,7 @@ async fn ws_echo(
             stats.borrow_mut().lost += check.lost();
         });
     }
-    sleep_until(window.0.into()).await;
-    let meter = Meter::start(procs);
-    sleep_until(window.1.into()).await;
-    let measured = meter.stop();
+    let measured = measure_echoes(&cfg, window, &mut tasks, &stats).await;
     let rss_after = procs.rss_kib();
     join_bounded(&mut tasks, ECHO_TIMEOUT + Duration::from_secs(5), &stats).await;
     let s = stats.borrow();
@@ -661,7 +692,7 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
             let mut seq = 0;
             let mut sink = Vec::new();
             let result: Result<(), String> = async {
-                while Instant::now() < window.1 {
+                while cfg.sends_more(seq, window.1) {
                     seq += 1;
                     let payload = outgoing(Framing::Sockjs, &message(&sid, seq, cfg.size));
                     let sent = Instant::now();
@@ -730,10 +761,7 @@ async fn xhr_echo(cfg: Rc<Config>, streaming: bool) -> Result<Value, String> {
             stats.borrow_mut().lost += check.lost();
         });
     }
-    sleep_until(window.0.into()).await;
-    let meter = Meter::start(procs);
-    sleep_until(window.1.into()).await;
-    let measured = meter.stop();
+    let measured = measure_echoes(&cfg, window, &mut tasks, &stats).await;
     let rss_after = procs.rss_kib();
     join_bounded(&mut tasks, ECHO_TIMEOUT + Duration::from_secs(5), &stats).await;
     let s = stats.borrow();

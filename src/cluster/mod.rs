@@ -35,6 +35,7 @@ pub const LEASE_REFRESH: Duration = Duration::from_secs(1);
 /// refreshes it every [`SESSION_RECORD_REFRESH`] while the session lives and
 /// deletes it when the session ends; a dead node's records go by themselves.
 pub const SESSION_RECORD_TTL: Duration = Duration::from_secs(600);
+/// How often the owner refreshes a live session's ownership record.
 pub const SESSION_RECORD_REFRESH: Duration = Duration::from_secs(200);
 /// The record's life between its claim and the session's start: a request
 /// refused after the claim (admission, session cap) leaves it this long.

@@ -41,6 +41,8 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (canonical(self.network), ip) {

@@ -14,7 +14,12 @@ pub enum Frame {
     /// `a[...]`: one or more application messages, in order.
     Messages(Vec<String>),
     /// `c[CODE,"REASON"]`: the session is closed.
-    Close { code: u16, reason: String },
+    Close {
+        /// The close code, such as 3000 or 1002.
+        code: u16,
+        /// The close reason, such as `"Go away!"`.
+        reason: String,
+    },
 }
 
 impl Frame {

@@ -51,11 +51,21 @@ impl FrameLimit {
                 i += skip as usize;
                 continue;
             }
+            // Most headers arrive whole within one chunk: read in place.
+            if self.header_len == 0 && chunk.len() - i >= 2 {
+                let size = header_size(chunk[i + 1]);
+                if chunk.len() - i >= size {
+                    self.header[..size].copy_from_slice(&chunk[i..i + size]);
+                    self.frame(i)?;
+                    i += size;
+                    continue;
+                }
+            }
             let header_start = i.saturating_sub(self.header_len);
             self.header[self.header_len] = chunk[i];
             self.header_len += 1;
             i += 1;
-            if self.header_len >= 2 && self.header_len == header_size(&self.header) {
+            if self.header_len >= 2 && self.header_len == header_size(self.header[1]) {
                 self.header_len = 0;
                 self.frame(header_start)?;
             }
@@ -95,15 +105,15 @@ impl FrameLimit {
     }
 }
 
-/// The header's full size, known from its first two bytes.
+/// The header's full size, known from its second byte.
 #[inline]
-fn header_size(h: &[u8; 14]) -> usize {
-    let extended = match h[1] & 0x7f {
+fn header_size(second: u8) -> usize {
+    let extended = match second & 0x7f {
         126 => 2,
         127 => 8,
         _ => 0,
     };
-    let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
     2 + extended + mask
 }
 
@@ -198,6 +208,47 @@ mod tests {
         stream.extend(frame(true, 0, 50));
         stream.extend(frame(true, 1, 100)); // a new message starts from zero
         assert_eq!(limit.scan(&stream), Ok(()));
+    }
+
+    /// Where scanning `stream` in chunks of `sizes` (cycled) stops, as an
+    /// offset in the stream: the same wherever the chunks split it.
+    fn stop_at(stream: &[u8], max: usize, sizes: &[usize]) -> Option<usize> {
+        let mut limit = FrameLimit::new(max);
+        let (mut offset, mut sizes) = (0, sizes.iter().cycle());
+        while offset < stream.len() {
+            let end = (offset + sizes.next().unwrap()).min(stream.len());
+            if let Err(TooLarge { at }) = limit.scan(&stream[offset..end]) {
+                return Some(offset + at);
+            }
+            offset = end;
+        }
+        None
+    }
+
+    #[test]
+    fn every_chunking_stops_at_the_same_frame() {
+        let mut stream = Vec::new();
+        for (n, length) in [5, 0, 130, 70_000, 3, 126, 125, 200, 90_000]
+            .iter()
+            .enumerate()
+        {
+            stream.extend(frame(n % 3 != 1, if n % 3 == 0 { 1 } else { 0 }, *length));
+        }
+        for max in [100_000, 150_000, 1000, 125] {
+            // In one chunk: the offending header's exact offset.
+            let header = stop_at(&stream, max, &[stream.len()]);
+            for sizes in [&[1][..], &[2], &[3, 11], &[6, 1, 14], &[13, 64, 2], &[4096]] {
+                // Cut up: the same frame, reported at its header or, when the
+                // header began in an earlier chunk, at the chunk it ends in.
+                let got = stop_at(&stream, max, sizes);
+                let same_frame = match (got, header) {
+                    (None, None) => true,
+                    (Some(got), Some(header)) => (header..header + 14).contains(&got),
+                    _ => false,
+                };
+                assert!(same_frame, "max {max}, {sizes:?}: {got:?} for {header:?}");
+            }
+        }
     }
 
     #[test]

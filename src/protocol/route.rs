@@ -3,37 +3,52 @@
 /// The request methods the router distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `POST`.
     Post,
+    /// `OPTIONS`: a CORS preflight.
     Options,
+    /// Any other method.
     Other,
 }
 
 /// A request that opens or feeds a session receiver (section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReceiverKind {
+    /// `xhr`: one response per poll.
     XhrPolling,
+    /// `xhr_streaming`: a chunked response carrying many frames.
     XhrStreaming,
+    /// `eventsource`: a `text/event-stream` response.
     EventSource,
+    /// `htmlfile`: a streaming page of `<script>` calls.
     HtmlFile,
+    /// `jsonp`: one JavaScript callback per poll.
     JsonpPolling,
 }
 
 /// A request that carries messages from the client into a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendKind {
+    /// `xhr_send`: a JSON array body.
     Xhr,
+    /// `jsonp_send`: a form or plain body carrying a JSON array.
     Jsonp,
 }
 
 /// What a path under `PREFIX/SERVER/SESSION/` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEndpoint {
+    /// The framed WebSocket, `PREFIX/SERVER/SESSION/websocket`.
     Websocket,
+    /// A request that receives the session's frames.
     Receiver(ReceiverKind),
+    /// A request that carries messages into the session.
     Send(SendKind),
     /// A CORS preflight; `allow` is the `Access-Control-Allow-Methods` value.
     Preflight {
+        /// The `Access-Control-Allow-Methods` value.
         allow: &'static str,
     },
 }
@@ -41,14 +56,21 @@ pub enum SessionEndpoint {
 /// A request the service answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// `PREFIX` or `PREFIX/`: the `Welcome to SockJS!` greeting.
     Greeting,
+    /// `PREFIX/info`.
     Info,
+    /// `PREFIX/iframe.html` (or `iframe-VERSION.html`).
     Iframe,
+    /// `PREFIX/websocket`: a WebSocket without SockJS framing.
     RawWebsocket,
     /// The CORS preflight of `/info`.
     InfoPreflight,
+    /// A request under `PREFIX/SERVER/SESSION/`.
     Session {
+        /// The `SESSION` segment.
         session_id: &'a str,
+        /// What the request asks of the session.
         endpoint: SessionEndpoint,
     },
 }
@@ -62,12 +84,14 @@ pub const MAX_ID_BYTES: usize = 128;
 /// A request the service refuses before any session is involved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
+    /// No such path: `404`.
     NotFound,
     /// A session path whose `SERVER` or `SESSION` is over [`MAX_ID_BYTES`]:
     /// `404`, like every other path that names no session.
     IdTooLong,
     /// The path exists but not for this method; `allow` is the `Allow` value.
     MethodNotAllowed {
+        /// The `Allow` header value.
         allow: &'static str,
     },
 }

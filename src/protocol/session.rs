@@ -76,6 +76,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The close a session gets when its client takes nothing for `send_timeout`.
 pub const SEND_TIMEOUT_CODE: u16 = 4008;
+/// The reason that goes with [`SEND_TIMEOUT_CODE`].
 pub const SEND_TIMEOUT_REASON: &str = "Send timeout";
 
 impl Default for SessionConfig {
@@ -110,6 +111,7 @@ pub struct ReceiverId(u64);
 /// The answer to a receiver that asks to attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attach {
+    /// The receiver is the session's one receiver now, under this id.
     Attached(ReceiverId),
     /// Write this frame and end the response; the session is not disturbed.
     Refused(Frame),
@@ -118,7 +120,9 @@ pub enum Attach {
 /// A frame for the attached receiver; after it, `end` says to end the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The frame to write.
     pub frame: Frame,
+    /// Whether to end the response after it.
     pub end: bool,
 }
 
@@ -135,9 +139,19 @@ pub enum Detach {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// The application closed it with this code and reason.
-    Application { code: u16, reason: String },
+    Application {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
     /// The client closed its WebSocket with this code and reason.
-    Client { code: u16, reason: String },
+    Client {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
     /// The client's connection dropped under an attached receiver.
     Interrupted,
     /// No receiver came for `disconnect_delay`.
@@ -149,9 +163,11 @@ pub enum CloseReason {
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Open: messages flow both ways.
     Open,
     /// Closed, with messages still to deliver before the close frame.
     Closing,
+    /// Closed, with nothing left to deliver but the close frame.
     Closed,
 }
 
@@ -187,6 +203,7 @@ pub enum InboundRefusal {
 /// What the application takes next from the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboundEvent {
+    /// A message from the client.
     Message(String),
     /// No message is left and the session is closed.
     Closed(CloseReason),
@@ -195,6 +212,7 @@ pub enum InboundEvent {
 /// What a clock tick changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutOutcome {
+    /// Nothing is due.
     Nothing,
     /// A heartbeat is ready for the attached receiver.
     Heartbeat,
@@ -276,6 +294,7 @@ impl Session {
         }
     }
 
+    /// Where the session is in its life.
     pub fn phase(&self) -> Phase {
         match (&self.closure, self.outgoing.is_empty()) {
             (None, _) => Phase::Open,
@@ -284,6 +303,7 @@ impl Session {
         }
     }
 
+    /// Why the session closed, once it has.
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.closure.as_ref().map(|c| &c.reason)
     }
@@ -293,6 +313,7 @@ impl Session {
         self.expired
     }
 
+    /// Whether a receiver is attached now.
     pub fn has_receiver(&self) -> bool {
         self.receiver.is_some()
     }

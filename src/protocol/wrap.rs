@@ -15,9 +15,15 @@ pub enum Wrapping {
     /// `eventsource`: `data: FRAME\r\n\r\n`.
     EventSource,
     /// `htmlfile`: an HTML head calling `parent.CALLBACK`, then one `<script>` per frame.
-    HtmlFile { callback: String },
+    HtmlFile {
+        /// The page's callback name, already checked.
+        callback: String,
+    },
     /// `jsonp`: `/**/CALLBACK("FRAME");\r\n`.
-    Jsonp { callback: String },
+    Jsonp {
+        /// The callback name, already checked.
+        callback: String,
+    },
 }
 
 const HTMLFILE_HEAD: &str = r#"<!doctype html>
@@ -123,11 +129,14 @@ fn write_script_string(s: &str, out: &mut String) {
 /// boundary, since the name is written into HTML and JavaScript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackError {
+    /// Neither `c` nor `callback` is given, or it is empty.
     Missing,
+    /// Longer than 32 characters, or a character outside `[a-zA-Z0-9_.-]`.
     Invalid,
 }
 
 impl CallbackError {
+    /// The text of the `500` response that refuses the request.
     pub fn text(self) -> &'static str {
         match self {
             CallbackError::Missing => "\"callback\" parameter required",

@@ -23,9 +23,17 @@ pub const UPSTREAM_UNAVAILABLE: u16 = 4502;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
     /// A WebSocket server: `ws://` or `wss://`; one text message per SockJS message.
-    WebSocket { url: String, secure: bool },
+    WebSocket {
+        /// The URL, as given.
+        url: String,
+        /// Whether it is `wss://` (TLS).
+        secure: bool,
+    },
     /// A TCP server speaking newline-delimited UTF-8 text: `tcp://HOST:PORT`.
-    Tcp { address: String },
+    Tcp {
+        /// `HOST:PORT`.
+        address: String,
+    },
 }
 
 impl Upstream {

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_rt::net::TcpStream;
+use actix_rt::net::{ActixStream, TcpStream};
 use parking_lot::Mutex;
 use std::future::Future;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, Ready};
 use tokio::time::Sleep;
 
 /// An accepted TCP stream whose connection an [`AbortHandle`] can drop.
@@ -46,6 +46,7 @@ pub struct AbortHandle {
 }
 
 impl AbortableStream {
+    /// Wraps an accepted stream.
     pub fn new(stream: TcpStream) -> Self {
         let socket = Arc::new(Mutex::new(Some(stream.as_raw_fd())));
         AbortableStream {
@@ -102,12 +103,15 @@ impl AbortableStream {
         }
     }
 
+    /// A handle that drops this stream's connection; put it in the
+    /// connection's data (actix-http's `on_connect_ext`).
     pub fn handle(&self) -> AbortHandle {
         AbortHandle {
             socket: self.socket.clone(),
         }
     }
 
+    /// The stream underneath.
     pub fn get_ref(&self) -> &TcpStream {
         &self.stream
     }
@@ -182,6 +186,18 @@ impl AsyncWrite for AbortableStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// So a TLS acceptor can run on top: the handle then still reaches the
+/// TCP socket under the encryption.
+impl ActixStream for AbortableStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
+        ActixStream::poll_read_ready(&self.stream, cx)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
+        ActixStream::poll_write_ready(&self.stream, cx)
     }
 }
 

@@ -5,8 +5,8 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
-use sockjs_gateway::SockJs;
+use actix_web::App;
+use sockjs_gateway::{http_server, SockJs};
 
 use crate::support::{parse_frame, Conn, Frame, Request, Response};
 
@@ -24,14 +24,14 @@ impl InProcess {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
+                // The library's one-call server: a dropped long-poll is
+                // interrupted at once only with its settings.
+                let server = http_server(move || {
                     services
                         .iter()
                         .fold(App::new(), |app, service| app.service(service.clone()))
                 })
                 .workers(1)
-                .h1_allow_half_closed(false)
-                .tcp_nodelay(true)
                 .bind("127.0.0.1:0")
                 .expect("bind");
                 let port = server.addrs()[0].port();

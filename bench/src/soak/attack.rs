@@ -52,6 +52,8 @@ pub async fn run(
 ) -> Result<Outcome, String> {
     let calm = sampled(
         &procs,
+        &target,
+        &format!("{}canarya", cfg.run_id),
         noloss::run(
             (cfg.noloss)(&format!("{}a", cfg.run_id)),
             target.clone(),
@@ -59,7 +61,7 @@ pub async fn run(
         ),
     )
     .await;
-    let (calm, calm_rss) = (calm.0?, calm.1);
+    let (calm, calm_rss, calm_canary) = (calm.0?, calm.1, calm.2);
 
     let stop = Rc::new(Cell::new(false));
     let mut attacks = JoinSet::new();
@@ -106,6 +108,8 @@ pub async fn run(
 
     let hostile = sampled(
         &procs,
+        &target,
+        &format!("{}canaryb", cfg.run_id),
         noloss::run(
             (cfg.noloss)(&format!("{}b", cfg.run_id)),
             target.clone(),
@@ -126,7 +130,7 @@ pub async fn run(
     if joined.is_err() {
         attacks.abort_all();
     }
-    let (hostile, hostile_rss) = (hostile.0?, hostile.1);
+    let (hostile, hostile_rss, hostile_canary) = (hostile.0?, hostile.1, hostile.2);
 
     let p99 = |o: &Outcome| o.details["total"]["latency_ms"]["p99"].as_f64();
     let mib = |kib: u64| round3(kib as f64 / 1024.0);
@@ -149,6 +153,24 @@ pub async fn run(
         true,
     ));
     checks.push(Check::new(
+        "canary echo (one every 50 ms): every one answered, both runs",
+        format!(
+            "{} of {} alone, {} of {} under attack",
+            calm_canary.answered(),
+            calm_canary.sent,
+            hostile_canary.answered(),
+            hostile_canary.sent
+        ),
+        "all".into(),
+        calm_canary.complete() && hostile_canary.complete(),
+    ));
+    checks.push(Check::new(
+        "canary echo p50 / p99 / max under attack vs alone (reported)",
+        format!("{} vs {}", hostile_canary.shown(), calm_canary.shown()),
+        "-".into(),
+        true,
+    ));
+    checks.push(Check::new(
         "gateway peak RSS under attack vs alone (reported)",
         format!("{} MiB vs {} MiB", mib(hostile_rss), mib(calm_rss)),
         "-".into(),
@@ -166,6 +188,8 @@ pub async fn run(
         "under_attack": hostile.details,
         "p99_ms_alone": p99(&calm),
         "p99_ms_under_attack": p99(&hostile),
+        "canary_ms_alone": calm_canary.details(),
+        "canary_ms_under_attack": hostile_canary.details(),
         "peak_rss_mib_alone": mib(calm_rss),
         "peak_rss_mib_under_attack": mib(hostile_rss),
         "attacks": reports,
@@ -173,9 +197,15 @@ pub async fn run(
     Ok(Outcome::new("attack", checks, details, summary))
 }
 
-/// Runs `work` while sampling the server's RSS every 100 ms; its result and
-/// the peak in KiB.
-async fn sampled<T>(procs: &Procs, work: impl std::future::Future<Output = T>) -> (T, u64) {
+/// Runs `work` while sampling the server's RSS every 100 ms and timing a
+/// canary echo session (one message every [`CANARY_EVERY`]); its result,
+/// the peak in KiB and the canary's round trips.
+async fn sampled<T>(
+    procs: &Procs,
+    target: &Target,
+    canary_sid: &str,
+    work: impl std::future::Future<Output = T>,
+) -> (T, u64, Canary) {
     let peak = Cell::new(procs.rss_kib().unwrap_or(0));
     let sampler = async {
         loop {
@@ -183,12 +213,110 @@ async fn sampled<T>(procs: &Procs, work: impl std::future::Future<Output = T>) -
             peak.set(peak.get().max(procs.rss_kib().unwrap_or(0)));
         }
     };
+    let canary = Rc::new(std::cell::RefCell::new(Canary::default()));
+    // The canary stops at its first error, which it records; the work goes on.
+    let echoing = async {
+        canary_echo(target, canary_sid, canary.clone()).await;
+        std::future::pending::<()>().await
+    };
     let result = tokio::select! {
         r = work => r,
         _ = sampler => unreachable!("the sampler never ends"),
+        _ = echoing => unreachable!("the canary waits once it stopped"),
     };
     peak.set(peak.get().max(procs.rss_kib().unwrap_or(0)));
-    (result, peak.get())
+    let canary = canary.take();
+    (result, peak.get(), canary)
+}
+
+/// How often the canary session sends.
+const CANARY_EVERY: Duration = Duration::from_millis(50);
+
+/// Round trips of an ordinary echo session beside the load.
+#[derive(Default)]
+struct Canary {
+    sent: usize,
+    round_trips: Vec<Duration>,
+    error: Option<String>,
+}
+
+impl Canary {
+    fn answered(&self) -> usize {
+        self.round_trips.len()
+    }
+
+    /// Every message sent was echoed, except at most the one in flight when
+    /// the run ended.
+    fn complete(&self) -> bool {
+        self.error.is_none() && self.sent > 0 && self.sent - self.answered() <= 1
+    }
+
+    fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let mut sorted = self.round_trips.clone();
+        sorted.sort();
+        let at = ((sorted.len() as f64 * p).ceil() as usize).checked_sub(1)?;
+        sorted.get(at).map(|d| round3(d.as_secs_f64() * 1000.0))
+    }
+
+    fn shown(&self) -> String {
+        let ms = |p| {
+            self.percentile_ms(p)
+                .map_or("-".to_owned(), |v| format!("{v:.2}"))
+        };
+        let error = self
+            .error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        format!("{} / {} / {} ms{error}", ms(0.5), ms(0.99), ms(1.0))
+    }
+
+    fn details(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "answered": self.answered(),
+            "p50": self.percentile_ms(0.5),
+            "p99": self.percentile_ms(0.99),
+            "max": self.percentile_ms(1.0),
+            "error": self.error,
+        })
+    }
+}
+
+/// Sends a message on a framed WebSocket echo session every
+/// [`CANARY_EVERY`] and times its echo, for as long as it is polled.
+async fn canary_echo(target: &Target, sid: &str, canary: Rc<std::cell::RefCell<Canary>>) {
+    let fail = |error: String| canary.borrow_mut().error = Some(error);
+    // Not /echo: the no-loss run checks the server's message counts there.
+    let base = format!("/cookie_needed_echo/000/{sid}");
+    let mut ws = match crate::client::open_ws(target, &base, false).await {
+        Ok(ws) => ws,
+        Err(error) => return fail(error),
+    };
+    let mut ticks = tokio::time::interval(CANARY_EVERY);
+    for n in 0u64.. {
+        ticks.tick().await;
+        let sent_at = std::time::Instant::now();
+        let payload = format!("[\"canary {n}\"]");
+        canary.borrow_mut().sent += 1;
+        if let Err(error) = ws.send_text(payload.as_bytes()).await {
+            return fail(error);
+        }
+        let expected = format!("a[\"canary {n}\"]");
+        loop {
+            match ws.recv().await {
+                Ok(crate::ws::Msg::Text(t)) if t == b"h" => continue,
+                Ok(crate::ws::Msg::Text(t)) if t == expected.as_bytes() => break,
+                Ok(crate::ws::Msg::Text(t)) => {
+                    let t = crate::client::shown(t);
+                    return fail(format!("canary: {t} for {expected}"));
+                }
+                Ok(_) => return fail("canary: not a text frame".into()),
+                Err(error) => return fail(error),
+            }
+        }
+        canary.borrow_mut().round_trips.push(sent_at.elapsed());
+    }
 }
 
 /// Writes `bytes` within [`WRITE_BOUND`]: `false` when it could not (the

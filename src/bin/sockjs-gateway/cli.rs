@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::Parser;
-use sockjs_gateway::{Cidr, Overflow, SessionBinding};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use sockjs_gateway::{Cidr, Overflow, SessionBinding, CLIENT_RELEASES};
 
 use crate::values::{
     parse_advertise, parse_binding, parse_duration, parse_header_name, parse_max_sessions,
@@ -199,6 +200,17 @@ fn parse_relay_subprotocols(text: &str) -> Result<(String, Vec<String>), String>
 }
 
 impl Cli {
+    /// The process's command line; `--version` (and `-V`) also name the
+    /// bundled sockjs-client releases. Exits with clap's message on bad flags.
+    pub fn from_command_line() -> Cli {
+        let version = version_with_client_releases();
+        let matches = Cli::command()
+            .version(version)
+            .long_version(version)
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+
     /// The rules clap cannot see: two `--relay` (or `--relay-subprotocol`)
     /// flags for one prefix.
     pub fn check(&self) -> Result<(), String> {
@@ -222,6 +234,20 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// `0.1.0 (sockjs-client 1.0.0, 1.0.1, ..., 1.6.1)`: the gateway's version
+/// and every client release it serves under `/lib/`.
+fn version_with_client_releases() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let releases: Vec<&str> = CLIENT_RELEASES.iter().map(|r| r.version).collect();
+        format!(
+            "{} (sockjs-client {})",
+            env!("CARGO_PKG_VERSION"),
+            releases.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

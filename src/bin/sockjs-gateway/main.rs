@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse};
-use clap::Parser;
 use sockjs_gateway::cluster::Cluster;
 use sockjs_gateway::{Metrics, SockJs};
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,7 +26,7 @@ use crate::settings::Settings;
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_command_line();
     cli.check().unwrap_or_else(|error| refuse_to_start(error));
     let file = match &cli.config {
         Some(path) => config::load(path).unwrap_or_else(|error| refuse_to_start(error)),
@@ -92,7 +91,7 @@ async fn main() -> std::io::Result<()> {
     };
     let workers = settings.workers.map(|w| w.get());
     // The longest send timeout of any service, and the grace after it: how
-    // long a plain listener lets a write wait with nothing taken.
+    // long a listener lets a write wait with nothing taken.
     let stall_limit = settings
         .services
         .iter()
@@ -102,7 +101,10 @@ async fn main() -> std::io::Result<()> {
         })
         .map(|longest| longest + sockjs_gateway::protocol::session::CLOSE_GRACE);
     let (server, scheme) = match tls {
-        Some(tls) => (tls_listener::serve(listeners, workers, tls, app)?, "https"),
+        Some(tls) => (
+            tls_listener::serve(listeners, workers, stall_limit, tls, app)?,
+            "https",
+        ),
         None => (
             plain_listener::serve(listeners, workers, stall_limit, app)?,
             "http",
