@@ -16,6 +16,7 @@ mod frames;
 mod http;
 mod metrics;
 pub mod redis;
+pub mod sentinel;
 mod server;
 pub mod stalled;
 mod transports;
