@@ -258,7 +258,7 @@ fn idle_session(
                 match s.next_frame() {
                     Frame::Heartbeat => continue,
                     Frame::Messages(m) => {
-                        assert_eq!(m, [message.clone()], "idle session {id}");
+                        assert_eq!(m, [message.as_str()], "idle session {id}");
                         break;
                     }
                     other => panic!("idle session {id}: {other:?}"),
