@@ -817,5 +817,6 @@ fn a_sentinel_failover_under_three_nodes_behind_nginx() {
     }
     drop(nginx);
     drop(nodes);
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
     eprintln!("set-up {set_up:?}, whole test {:?}", started.elapsed());
 }
