@@ -308,7 +308,7 @@ impl SockJs {
     ///
     /// let service = SockJs::new("/echo", Options::default(), |_session| async {});
     /// service.update_options(Options {
-    ///     origins: OriginPolicy::allow_only(vec!["https://example.com".into()]),
+    ///     origins: OriginPolicy::allow_only(["https://example.com"]),
     ///     ..service.options()
     /// });
     /// ```

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::directory::broadcast_channel;
-use super::{Cluster, Unavailable, REDIS_TIMEOUT};
+use super::{Attempt, Cluster, Unavailable, REDIS_TIMEOUT};
 
 /// How long a new member waits for the subscription (at start, or while it
 /// is being restored) before it is refused.
@@ -74,15 +74,28 @@ impl Cluster {
         subscribed: &watch::Sender<bool>,
         deliver: &impl Fn(String),
     ) {
+        // Through the primary in use (Sentinel's, asked again after a failure).
+        let primary = match self.inner.backplane.primary().await {
+            Ok(primary) => primary,
+            Err(error) => {
+                let _ = self.observe::<()>(Attempt::Lost(error, None));
+                return;
+            }
+        };
         let connect = async {
-            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            let mut pubsub = primary.client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
-        let Some(pubsub) = self
-            .observe(tokio::time::timeout(REDIS_TIMEOUT, connect).await)
-            .ok()
-        else {
+        let outcome = match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
+            Ok(Ok(pubsub)) => Attempt::Done(pubsub),
+            Ok(Err(error)) => Attempt::Lost(error.to_string(), Some(primary.generation)),
+            Err(_) => Attempt::TimedOut(Some(primary.generation)),
+        };
+        if let Attempt::Lost(_, generation) | Attempt::TimedOut(generation) = &outcome {
+            self.rediscover(*generation).await;
+        }
+        let Ok(pubsub) = self.observe(outcome) else {
             return;
         };
         subscribed.send_replace(true);
@@ -108,6 +121,7 @@ impl Cluster {
             }
         }
         log::warn!("cluster: subscription to {channel} lost");
+        self.rediscover(Some(primary.generation)).await;
     }
 }
 

@@ -29,6 +29,12 @@ impl Reachability {
         self.back.notified().await;
     }
 
+    /// A new primary is in use: the next command that succeeds counts as
+    /// Redis being back (logged, and this node's records re-asserted there).
+    pub fn primary_changed(&self) {
+        self.state.store(UNREACHABLE, Ordering::Release);
+    }
+
     pub fn is_reachable(&self) -> bool {
         self.state.load(Ordering::Acquire) == REACHABLE
     }

@@ -7,6 +7,7 @@
 //! owner whole, its response streamed back unchanged. Nothing here runs
 //! without a [`Cluster`], and nothing runs per message.
 
+mod backplane;
 mod broadcast;
 pub(crate) mod directory;
 pub(crate) mod forward;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use backplane::Backplane;
+pub use backplane::SENTINEL_SCHEME;
 pub use broadcast::Fanout;
 use health::Reachability;
 
@@ -60,8 +63,9 @@ pub const CLEAN_END: &[u8] = &[0xFF];
 pub const MISDIRECTED: &str = "Not the session's owner.";
 
 thread_local! {
-    /// Per node id (a process may hold several clusters, as the tests do).
-    static THREAD_CONNECTIONS: RefCell<HashMap<String, ConnectionManager>> =
+    /// Per node id (a process may hold several clusters, as the tests do),
+    /// with the generation of the primary it connects to.
+    static THREAD_CONNECTIONS: RefCell<HashMap<String, (u64, ConnectionManager)>> =
         RefCell::default();
 }
 
@@ -84,10 +88,8 @@ pub struct Cluster {
 
 struct Inner {
     node_id: String,
-    client: redis::Client,
+    backplane: Backplane,
     config: ConnectionManagerConfig,
-    /// The connection of a thread whose own could not be made.
-    redis: ConnectionManager,
     advertise: OnceLock<String>,
     reachability: Reachability,
     /// Each broadcast channel's subscription state, for [`Cluster::subscribed`].
@@ -95,26 +97,26 @@ struct Inner {
 }
 
 impl Cluster {
-    /// A node of the cluster whose backplane is at `redis_url`
-    /// (`redis://HOST:PORT[/DB]`). It connects lazily: an unreachable Redis
-    /// is reported by [`Cluster::is_reachable`] and the logs, not here.
+    /// A node of the cluster whose backplane is at `redis_url`: one Redis
+    /// (`redis://HOST:PORT[/DB]`), or the primary that Redis Sentinel names
+    /// (`redis+sentinel://HOST:PORT,HOST:PORT,.../MASTER[/DB]`, sentinels'
+    /// port 26379 by default), followed through failovers. It connects
+    /// lazily: an unreachable Redis is reported by [`Cluster::is_reachable`]
+    /// and the logs, not here.
     pub fn new(redis_url: &str) -> Result<Cluster, String> {
         let url = check_redis_url(redis_url)?;
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("`{url}`: {e}"))?;
+        let backplane = Backplane::open(&url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             // Each command is its own probe: fail it fast and let the next
             // one reconnect, rather than queue work behind retries.
             .set_number_of_retries(1);
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| format!("`{url}`: {e}"))?;
         Ok(Cluster {
             inner: Arc::new(Inner {
                 node_id: new_node_id(),
-                client,
+                backplane,
                 config,
-                redis,
                 advertise: OnceLock::new(),
                 reachability: Reachability::new(url),
                 subscriptions: Default::default(),
@@ -164,7 +166,11 @@ impl Cluster {
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(LEASE_REFRESH);
             loop {
-                tick.tick().await;
+                // Also at once when Redis is back, or a new primary answers.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = cluster.inner.reachability.reached() => {}
+                }
                 let _ = cluster.refresh_lease().await;
             }
         });
@@ -187,60 +193,130 @@ impl Cluster {
             .await;
     }
 
-    /// This thread's connection to Redis: a command is written, and its
-    /// reply read, by the worker that awaits it. One connection shared by
-    /// every worker lives on the thread that opened it, and each command
-    /// would cross to that thread and back.
-    fn connection(&self) -> ConnectionManager {
+    /// This thread's connection to the primary in use, with the primary's
+    /// generation: a command is written, and its reply read, by the worker
+    /// that awaits it. One connection shared by every worker lives on the
+    /// thread that opened it, and each command would cross to that thread
+    /// and back.
+    async fn connection(&self) -> Result<(u64, ConnectionManager), String> {
+        let inner = &self.inner;
+        let primary = inner.backplane.primary().await?;
         THREAD_CONNECTIONS.with(|connections| {
             let mut connections = connections.borrow_mut();
-            if let Some(connection) = connections.get(&self.inner.node_id) {
-                return connection.clone();
+            if let Some((generation, connection)) = connections.get(&inner.node_id) {
+                if *generation == primary.generation {
+                    return Ok((*generation, connection.clone()));
+                }
             }
-            let inner = &self.inner;
             let connection =
-                ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
-                    .unwrap_or_else(|_| inner.redis.clone());
-            connections.insert(inner.node_id.clone(), connection.clone());
-            connection
+                ConnectionManager::new_lazy_with_config(primary.client, inner.config.clone())
+                    .map_err(|e| e.to_string())?;
+            connections.insert(
+                inner.node_id.clone(),
+                (primary.generation, connection.clone()),
+            );
+            Ok((primary.generation, connection))
         })
     }
 
-    /// Runs one command, bounded by [`REDIS_TIMEOUT`], noting reachability.
-    /// Not retried: for commands that must not run twice (PUBLISH).
+    /// One command, bounded by [`REDIS_TIMEOUT`].
+    async fn attempt<T, F, Fut>(&self, attempt: &F) -> Attempt<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let (generation, connection) = match self.connection().await {
+            Ok(connection) => connection,
+            Err(error) => return Attempt::Lost(error, None),
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, attempt(connection)).await {
+            Ok(Ok(value)) => Attempt::Done(value),
+            Ok(Err(error)) if connection_lost(&error) => {
+                Attempt::Lost(error.to_string(), Some(generation))
+            }
+            Ok(Err(error)) => Attempt::Failed(error.to_string()),
+            Err(_) => Attempt::TimedOut(Some(generation)),
+        }
+    }
+
+    /// After an attempt on `generation` lost its primary: asks Sentinel
+    /// again (nothing for a fixed address); true if the primary changed,
+    /// in which case this node's records are re-asserted on the new one.
+    async fn rediscover(&self, generation: Option<u64>) -> bool {
+        let changed = self.inner.backplane.rediscover(generation).await;
+        if changed {
+            self.inner.reachability.primary_changed();
+        }
+        changed
+    }
+
+    /// Runs one command, noting reachability. Not retried: for commands
+    /// that must not run twice (PUBLISH).
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
-        let mut connection = self.connection();
-        let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut connection)).await;
-        self.observe(result)
+        let attempt = |mut connection: ConnectionManager| async move {
+            cmd.query_async(&mut connection).await
+        };
+        let outcome = self.attempt(&attempt).await;
+        if let Attempt::Lost(_, generation) | Attempt::TimedOut(generation) = &outcome {
+            self.rediscover(*generation).await;
+        }
+        self.observe(outcome)
     }
 
     /// Runs an idempotent command or script, once more if the connection
-    /// was found broken: the first command after Redis came back meets the
-    /// old connection, and the manager reconnects only then.
+    /// was found broken (the first command after Redis came back meets the
+    /// old connection, and the manager reconnects only then) or the
+    /// primary changed.
     async fn run_idempotent<T, F, Fut>(&self, attempt: F) -> Result<T, Unavailable>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let mut result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
-        if let Ok(Err(error)) = &result {
-            if error.is_connection_dropped() || error.is_io_error() {
-                result = tokio::time::timeout(REDIS_TIMEOUT, attempt(self.connection())).await;
+        let mut outcome = self.attempt(&attempt).await;
+        let again = match &outcome {
+            Attempt::Lost(_, generation) => {
+                self.rediscover(*generation).await;
+                true
             }
+            // A primary that hangs is not tried twice, unless it was replaced.
+            Attempt::TimedOut(generation) => self.rediscover(*generation).await,
+            Attempt::Done(_) | Attempt::Failed(_) => false,
+        };
+        if again {
+            outcome = self.attempt(&attempt).await;
         }
-        self.observe(result)
+        self.observe(outcome)
     }
 
-    fn observe<T>(
-        &self,
-        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, Unavailable> {
-        let result = match result {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+    fn observe<T>(&self, outcome: Attempt<T>) -> Result<T, Unavailable> {
+        let result = match outcome {
+            Attempt::Done(value) => Ok(value),
+            Attempt::Failed(error) | Attempt::Lost(error, _) => Err(error),
+            Attempt::TimedOut(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
         };
         self.inner.reachability.observe(result).ok_or(Unavailable)
     }
+}
+
+/// How one command went.
+enum Attempt<T> {
+    Done(T),
+    /// Redis answered with an error.
+    Failed(String),
+    /// The connection broke, could not be made, or reached a replica
+    /// (`READONLY`), on the primary of this generation (`None`: none known).
+    Lost(String, Option<u64>),
+    TimedOut(Option<u64>),
+}
+
+/// Whether `error` means the Redis in use is gone or no longer the primary:
+/// a write to a replica (a demoted primary) is refused with `READONLY`.
+fn connection_lost(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped()
+        || error.is_io_error()
+        || error.is_unrecoverable_error()
+        || error.code() == Some("READONLY")
+        || error.to_string().contains("READONLY")
 }
 
 /// Redis did not answer: the work that needs it is refused.
@@ -255,12 +331,18 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-/// A `redis://HOST[:PORT][/DB]` URL, as given; other schemes are refused
-/// (no TLS or sockets: the backplane is on the nodes' private network).
+/// A `redis://HOST[:PORT][/DB]` or
+/// `redis+sentinel://HOST[:PORT],HOST[:PORT],.../MASTER[/DB]` URL, as given;
+/// other schemes are refused (no TLS or sockets: the backplane is on the
+/// nodes' private network).
 pub fn check_redis_url(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("`{url}`: the Redis URL must start with redis://"))?;
+    if url.starts_with(SENTINEL_SCHEME) {
+        backplane::SentinelUrl::parse(url)?;
+        return Ok(url.to_owned());
+    }
+    let rest = url.strip_prefix("redis://").ok_or_else(|| {
+        format!("`{url}`: the Redis URL must start with redis:// or {SENTINEL_SCHEME}")
+    })?;
     if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
         return Err(format!("`{url}`: the Redis URL needs a host"));
     }
@@ -304,6 +386,8 @@ mod tests {
         assert!(check_redis_url("127.0.0.1:6379").is_err());
         assert!(check_redis_url("redis://").is_err());
         assert!(check_redis_url("redis://:6379").is_err());
+        assert!(check_redis_url("redis+sentinel://10.0.0.1,10.0.0.2:26380/main").is_ok());
+        assert!(check_redis_url("redis+sentinel://10.0.0.1").is_err());
     }
 
     #[test]

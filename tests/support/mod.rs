@@ -18,6 +18,7 @@ mod http;
 mod metrics;
 pub mod redis;
 pub mod reload;
+pub mod sentinel;
 mod server;
 pub mod stalled;
 mod transports;

@@ -170,7 +170,9 @@ pub struct Cli {
 
     /// Cluster mode, with this Redis (redis://HOST:PORT) as the backplane:
     /// HTTP-transport sessions work across nodes and /broadcast reaches
-    /// every node (README, "Cluster").
+    /// every node (README, "Cluster"). Or the primary Redis Sentinel names,
+    /// followed through failovers:
+    /// redis+sentinel://HOST:PORT,HOST:PORT,HOST:PORT/MASTER[/DB].
     #[arg(long, value_name = "URL", value_parser = parse_redis)]
     pub redis: Option<String>,
 

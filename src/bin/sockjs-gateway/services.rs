@@ -165,13 +165,17 @@ fn broadcast(prefix: &str, options: Options, cluster: Option<&Cluster>) -> SockJ
         let members = members.clone();
         let fanout = fanout.clone();
         async move {
+            // A member first, then the wait: a subscription lost after the
+            // wait but before the insert would close the others and leave
+            // this one to miss messages silently.
+            members.lock().insert(session.id(), session.clone());
             if let Some(fanout) = &fanout {
                 if !fanout.ready().await {
+                    members.lock().remove(&session.id());
                     session.close(BACKPLANE_UNAVAILABLE.0, BACKPLANE_UNAVAILABLE.1);
                     return;
                 }
             }
-            members.lock().insert(session.id(), session.clone());
             while let Some(message) = session.recv().await {
                 match &fanout {
                     None => deliver(&members, message),

@@ -573,6 +573,11 @@ mod tests {
         let settings = resolve(&["--redis", "redis://127.0.0.1:7000"], file);
         assert_eq!(settings.redis.as_deref(), Some("redis://127.0.0.1:7000"));
         assert_eq!(resolve(&[], "").redis, None);
+        let sentinel = "redis = \"redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main\"\n";
+        assert_eq!(
+            resolve(&[], sentinel).redis.as_deref(),
+            Some("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main")
+        );
     }
 
     #[test]

@@ -166,7 +166,8 @@ pub fn parse_upstream(text: &str) -> Result<String, String> {
 }
 
 /// A request header name, as HTTP allows it.
-/// `redis://HOST[:PORT][/DB]`.
+/// `redis://HOST[:PORT][/DB]` or
+/// `redis+sentinel://HOST[:PORT],HOST[:PORT],.../MASTER[/DB]`.
 pub fn parse_redis(text: &str) -> Result<String, String> {
     sockjs_gateway::cluster::check_redis_url(text)
 }
@@ -221,6 +222,8 @@ mod tests {
     fn cluster_values() {
         assert!(parse_redis("redis://127.0.0.1:6379").is_ok());
         assert!(parse_redis("http://127.0.0.1:6379").is_err());
+        assert!(parse_redis("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main").is_ok());
+        assert!(parse_redis("redis+sentinel://127.0.0.1:26379").is_err());
         assert!(parse_advertise("10.0.0.5:8081").is_ok());
         assert!(parse_advertise("node-1.internal:8081").is_ok());
         assert!(parse_advertise("[::1]:8081").is_ok());
