@@ -452,6 +452,29 @@ fn app_close_over_polling_open_then_close_frames() {
     assert_eq!(s.xhr("/close", &id).text(), "c[3000,\"Go away!\"]\n");
 }
 
+/// sockjs-client closes with 1006 when a send fails: a send racing the
+/// close frame must not hide the application's code.
+#[test]
+fn send_to_closed_session_is_dropped_and_answered_204() {
+    let s = Server::start();
+    let id = sid();
+    assert_eq!(s.xhr("/close", &id).text(), "o\n");
+    assert_eq!(s.xhr("/close", &id).text(), "c[3000,\"Go away!\"]\n");
+    let send = s.xhr_send("/close", &id, br#"["late"]"#);
+    assert_eq!((send.status, send.text()), (204, String::new()));
+    let send = s.request(
+        Request::post(
+            &format!("/close/000/{id}/jsonp_send"),
+            b"d=%5B%22late%22%5D",
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded"),
+    );
+    assert_eq!((send.status, send.text()), (200, "ok".to_owned()));
+    assert_eq!(s.xhr("/close", &id).text(), "c[3000,\"Go away!\"]\n");
+    // Broken JSON is still refused: the body is read before the session.
+    assert_eq!(s.xhr_send("/close", &id, b"[").status, 500);
+}
+
 #[test]
 fn closed_session_is_forgotten_after_disconnect_delay() {
     let s = Server::start_with(&["--disconnect-delay", "200ms", "--heartbeat-delay", "1s"]);

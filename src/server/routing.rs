@@ -177,7 +177,7 @@ pub(crate) async fn send(
             Ok(Located::Lost) => {
                 state.start_lost(cluster, req, session_id);
                 state.metrics.cluster_routed("owner_lost");
-                return Err(send::session_not_found(req, kind));
+                return Err(send::dropped_after_close(req, kind));
             }
             Ok(Located::At { owner, cached }) => (owner, cached),
         };
@@ -194,7 +194,8 @@ pub(crate) async fn send(
             ForwardError::Unreachable(error) => {
                 log_unreachable(req, &owner, &error);
                 // Whoever holds the record now, the session this send was
-                // for is gone with its owner.
+                // for is closed, lost with its owner: its receiver brings
+                // the close.
                 if let Ok(true) = cluster
                     .take_over(&state.prefix, session_id, &owner.node)
                     .await
@@ -202,7 +203,7 @@ pub(crate) async fn send(
                     state.start_lost(cluster, req, session_id);
                 }
                 state.metrics.cluster_routed("owner_lost");
-                return Err(send::session_not_found(req, kind));
+                return Err(send::dropped_after_close(req, kind));
             }
         }
     }

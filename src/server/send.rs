@@ -52,9 +52,10 @@ pub async fn respond(
     answer(req, kind, result)
 }
 
-/// The answer to a send for a session that does not exist (or no longer does).
-pub(crate) fn session_not_found(req: &HttpRequest, kind: SendKind) -> HttpResponse {
-    answer(req, kind, Err(SESSION_NOT_FOUND))
+/// The answer to a send for a session that is closed but remembered: its
+/// messages are dropped (see `deliver`).
+pub(crate) fn dropped_after_close(req: &HttpRequest, kind: SendKind) -> HttpResponse {
+    answer(req, kind, Ok(()))
 }
 
 fn answer(req: &HttpRequest, kind: SendKind, result: Result<(), Refusal>) -> HttpResponse {
@@ -118,7 +119,18 @@ async fn deliver(
                 (Some(Ok(())), core.waiters.happened(Event::Inbound))
             }
             Err(InboundRefusal::Full) => (None, ToWake::default()),
-            Err(InboundRefusal::Closed) => (Some(Err(SESSION_NOT_FOUND)), ToWake::default()),
+            // Sent while the close frame was on its way to the client, as
+            // on a WebSocket: dropped, and answered as delivered, because a
+            // failed send makes sockjs-client close with 1006 in place of
+            // the code the application chose (its receiver brings that).
+            Err(InboundRefusal::Closed) => {
+                log::debug!(
+                    "{}: {} messages after the close dropped",
+                    req.path(),
+                    messages.len()
+                );
+                (Some(Ok(())), ToWake::default())
+            }
         });
         if let Some(result) = offered {
             return result;
