@@ -25,6 +25,7 @@ const { runCluster } = require('./lib/cluster-test');
 const releases = require('./lib/releases-test');
 const { runForwardProxy } = require('./lib/forward-proxy-test');
 const stomp = require('./lib/stomp-test');
+const { checkAccessLog } = require('./lib/access-log-check');
 
 const ROOT = path.resolve(__dirname, '..');
 const HERE = __dirname;
@@ -108,6 +109,12 @@ async function launchBrowser() {
   const started = await startChromium();
   context = started.context;
   return started.ua;
+}
+
+// Every page but the one that keeps the browsing session (and its
+// cookies) alive: their sessions end.
+async function closeAllPages() {
+  for (const page of context.pages().slice(1)) await page.close().catch(() => {});
 }
 
 // Opens the harness in a fresh page, runs one in-page test, and adds what
@@ -501,7 +508,10 @@ async function main() {
 
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockjs-browser-tests-'));
   tmpDirs.push(logDir);
-  const gw = await procs.startGateway(GATEWAY_BIN, [], path.join(logDir, 'gateway.log'));
+  const accessLog = path.join(logDir, 'access.jsonl');
+  const gw = await procs.startGateway(GATEWAY_BIN, [
+    '--metrics', '127.0.0.1:0', '--access-log', accessLog, '--access-log-format', 'json',
+  ], path.join(logDir, 'gateway.log'));
   console.log(`gateway: ${GATEWAY_BIN} ${gw.args.join(' ')} -> port ${gw.port} (pid ${gw.child.pid})`);
   const gatewayLogs = [['gateway', path.join(logDir, 'gateway.log'), gw]];
 
@@ -565,6 +575,12 @@ async function main() {
     for (const r of await runDemo({ context, gwPort: gw.port, fromFile: DEMO_FROM_FILE ? demoFile : null, screenshot: shot, verbose: VERBOSE })) {
       report('demo', r.check, r);
     }
+  }
+  // The matrix is what puts every transport in the log.
+  if (ONLY.has('matrix') && !TRANSPORT_FILTER) {
+    await closeAllPages();
+    section(`access log: ${accessLog}`);
+    for (const r of await checkAccessLog(gw, accessLog)) report('access log', r.check, r);
   }
   for (const [name, logFile, proc] of gatewayLogs) {
     const panics = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => /panicked at|ERROR/.test(l));
