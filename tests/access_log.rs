@@ -460,10 +460,8 @@ fn the_config_file_names_the_log_relative_to_itself() {
 
 #[test]
 fn a_dash_writes_the_log_to_standard_output() {
-    let (mut child, stdout) =
-        support::access_log::start_with_stdout(&["--listen", "127.0.0.1:0", "--access-log", "-"]);
-    let port = child.port;
-    let mut ws = ws_connect(port, "/close/000/to-stdout/websocket", &[]);
+    let (server, stdout) = Server::start_reading_stdout(&["--access-log", "-"]);
+    let mut ws = ws_connect(server.port, "/close/000/to-stdout/websocket", &[]);
     assert_eq!(ws.next_frame(), Frame::Open);
     assert_eq!(ws.next_frame(), close_frame(3000, "Go away!"));
     let line = stdout
@@ -473,5 +471,4 @@ fn a_dash_writes_the_log_to_standard_output() {
         line.contains(" /close websocket 127.0.0.1 session=to-stdout duration="),
         "{line}"
     );
-    child.stop();
 }

@@ -26,13 +26,30 @@ impl Server {
 
     /// Server listening on `listen` (e.g. the address of one just killed).
     pub fn start_at(listen: &str, extra: &[&str]) -> Server {
+        Server::spawn(listen, extra, Stdio::null())
+    }
+
+    /// Server whose standard output (`--access-log -`) arrives line by line.
+    pub fn start_reading_stdout(extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let mut server = Server::spawn("127.0.0.1:0", extra, Stdio::piped());
+        let stdout = server.child.stdout.take().expect("child stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (server, lines)
+    }
+
+    fn spawn(listen: &str, extra: &[&str], stdout: Stdio) -> Server {
         let log_level = std::env::var("SOCKJS_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
             .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sockjs-gateway");
