@@ -93,7 +93,7 @@ start_server() { # name, then server flags
   local name=$1; shift
   local bin log
   case $name in
-    gateway) bin=$REL/sockjs-gateway ;;
+    gateway) bin=$REL/sockjs-gateway; set -- --config "$ROOT/bench/gateway.toml" "$@" ;;
     baseline) bin=$REL/baseline-echo ;;
   esac
   log="$WORK/$name-$(date +%s%N).log"
@@ -235,6 +235,7 @@ if [[ $MODE == quick ]]; then
   pair 1 ws-echo                  20
   pair 1 raw-ws-echo              20
   run gateway xhr-streaming-echo  20
+  run gateway xhr-streaming-echo-128k 20
   run gateway xhr-polling-echo    20
   run gateway broadcast           200 --repeat 20
   pair 1 idle-websocket           500 --sources 4 --hold 0.5
@@ -253,10 +254,12 @@ else
   pair 3 ws-echo                  1000 --concurrency 500
   pair 3 raw-ws-echo              100
   run gateway xhr-streaming-echo  100
+  run gateway xhr-streaming-echo-128k 100
   run gateway xhr-polling-echo    100
   run gateway broadcast           10000 --repeat 100 --concurrency 500
   pair 1 idle-websocket           "$IDLE_WS" --sources 8 --hold 5 --concurrency 500
-  run gateway idle-polling        10000 --concurrency 50 --hold 5
+  # Polling sessions hold no connection while idle: no fd limit applies.
+  run gateway idle-polling        100000 --concurrency 50 --hold 5
   pair 3 connect-rate             16 --sources 8
 fi
 

@@ -77,8 +77,8 @@ pub fn section(runs: Vec<Value>) -> Value {
                 "hop-forwarded": brief(f),
                 "msgs_per_s_forwarded_over_owner": ratio(&f["msgs_per_s"], &o["msgs_per_s"]),
                 "added_latency_us": { "p50": added("p50"), "p99": added("p99") },
-                "server_cpu_us_per_msg_forwarded_over_owner":
-                    ratio(&f["server_cpu_us_per_msg"], &o["server_cpu_us_per_msg"]),
+                "server_cpu_us_per_op_forwarded_over_owner":
+                    ratio(&f["server_cpu_us_per_op"], &o["server_cpu_us_per_op"]),
             }));
         }
     }
@@ -103,7 +103,7 @@ fn brief(run: &Value) -> Value {
         "msgs_per_s": run["msgs_per_s"],
         "server_cpu_pct": run["server_cpu_pct"],
         "server_cpu_pct_by_process": run["server_cpu_pct_by_process"],
-        "server_cpu_us_per_msg": run["server_cpu_us_per_msg"],
+        "server_cpu_us_per_op": run["server_cpu_us_per_op"],
         "errors": errors(Some(run)),
     });
     if let (Some(o), Value::Object(l)) = (v.as_object_mut(), latency) {
@@ -177,14 +177,14 @@ pub fn tables(section: &Value) -> String {
                 run.map(|r| rate(&r["msgs_per_s"])).unwrap_or("–".into()),
                 latencies(run),
                 cpu(run),
-                run.and_then(|r| r["server_cpu_us_per_msg"].as_f64())
+                run.and_then(|r| r["server_cpu_us_per_op"].as_f64())
                     .map(|c| format!("{c:.1} µs"))
                     .unwrap_or("–".into()),
                 errors(run),
             ));
         }
         let r = h["msgs_per_s_forwarded_over_owner"].as_f64();
-        let c = h["server_cpu_us_per_msg_forwarded_over_owner"].as_f64();
+        let c = h["server_cpu_us_per_op_forwarded_over_owner"].as_f64();
         let a = &h["added_latency_us"];
         costs.push_str(&format!(
             "Hop cost at {} session(s): rate x{}, server CPU per echo x{}, latency {} µs p50, {} µs p99.\n",
