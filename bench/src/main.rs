@@ -140,13 +140,14 @@ fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    // One fd per client connection: xhr sessions hold two (receiver, sender).
-    let per_session = if cfg.scenario.starts_with("xhr") {
-        2
-    } else {
-        1
+    // One fd per client connection: xhr sessions hold two (receiver, sender);
+    // idle polling sessions hold none (a few keep-alive connections serve them).
+    let connections = match cfg.scenario.as_str() {
+        "idle-polling" => cfg.concurrency,
+        s if s.starts_with("xhr") => 2 * cfg.sessions.max(cfg.concurrency),
+        _ => cfg.sessions.max(cfg.concurrency),
     };
-    let needed = (cfg.sessions.max(cfg.concurrency) * per_session) as u64 + 256;
+    let needed = connections as u64 + 256;
     let limit = net::raise_fd_limit(needed + 4096);
     if limit < needed {
         eprintln!("sockjs-load: the fd limit is {limit}, this run needs about {needed}");
