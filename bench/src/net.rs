@@ -119,6 +119,11 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 
 /// CPU seconds (user + system, all threads) a process has used so far.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    user_and_system_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// CPU seconds a process has used so far in user space and in the kernel.
+pub fn user_and_system_seconds(pid: Option<u32>) -> Option<(f64, f64)> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -132,7 +137,7 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((utime + stime) as f64 / ticks)
+    Some((utime as f64 / ticks, stime as f64 / ticks))
 }
 
 /// Resident set size in KiB (`VmRSS` of /proc/PID/status).
@@ -180,6 +185,18 @@ impl Procs {
             return None;
         }
         self.0.iter().map(|(_, p)| cpu_seconds(Some(*p))).sum()
+    }
+
+    /// Their user-space CPU seconds so far (the rest of `cpu_seconds` is
+    /// the kernel's, on loopback much of it the receiving side's TCP work).
+    pub fn user_cpu_seconds(&self) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0
+            .iter()
+            .map(|(_, p)| user_and_system_seconds(Some(*p)).map(|(user, _)| user))
+            .sum()
     }
 
     /// Their resident memory together, in KiB.

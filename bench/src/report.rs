@@ -450,8 +450,15 @@ fn latencies(run: Option<&Value>) -> String {
                 .map(num)
                 .unwrap_or("?".into())
         };
+        let cpu = &run["round_cpu_ms"];
+        let split = match (cpu["user"].as_f64(), cpu["kernel"].as_f64()) {
+            (Some(u), Some(k)) => {
+                format!("; CPU per round {} ms user + {} ms kernel", num(u), num(k))
+            }
+            _ => String::new(),
+        };
         return format!(
-            "{}/{}/{} ms (fan-out p50/p99/max)",
+            "{}/{}/{} ms (fan-out p50/p99/max){split}",
             g("p50"),
             g("p99"),
             g("max")

@@ -156,6 +156,7 @@ struct Meter {
     procs: Procs,
     at: Instant,
     server_cpu: Option<f64>,
+    server_user_cpu: Option<f64>,
     each_cpu: Vec<Option<f64>>,
     own_cpu: Option<f64>,
     machine_busy: Option<f64>,
@@ -167,6 +168,7 @@ impl Meter {
             procs: procs.clone(),
             at: Instant::now(),
             server_cpu: procs.cpu_seconds(),
+            server_user_cpu: procs.user_cpu_seconds(),
             each_cpu: procs
                 .each()
                 .iter()
@@ -184,6 +186,7 @@ impl Meter {
             _ => Value::Null,
         };
         let server = pct(self.server_cpu, self.procs.cpu_seconds());
+        let server_user = pct(self.server_user_cpu, self.procs.user_cpu_seconds());
         // Several server processes (a cluster): each one's share too.
         let each: serde_json::Map<String, Value> = if self.procs.each().len() > 1 {
             self.procs
@@ -207,6 +210,7 @@ impl Meter {
         json!({
             "wall_s": round3(wall),
             "server_cpu_pct": server,
+            "server_user_cpu_pct": server_user,
             "generator_cpu_pct": own,
             "other_cpu_pct": other,
             "server_cpu_pct_by_process": if each.is_empty() { Value::Null } else { Value::Object(each) },
@@ -240,6 +244,10 @@ fn record(
         Some(c) if msgs_per_s > 0.0 => json!(round3(c * 1e4 / msgs_per_s)),
         _ => Value::Null,
     };
+    let user_cpu_per_op = match meter["server_user_cpu_pct"].as_f64() {
+        Some(c) if msgs_per_s > 0.0 => json!(round3(c * 1e4 / msgs_per_s)),
+        _ => Value::Null,
+    };
     // The generator is one thread: near 100% of its core, the rate measures
     // the generator, and only the CPU per operation measures the server.
     let generator_saturated = meter["generator_cpu_pct"]
@@ -258,10 +266,12 @@ fn record(
         "msgs_per_s": round3(msgs_per_s),
         "latency_us": s.latency_json(),
         "server_cpu_pct": meter["server_cpu_pct"],
+        "server_user_cpu_pct": meter["server_user_cpu_pct"],
         "generator_cpu_pct": meter["generator_cpu_pct"],
         "other_cpu_pct": meter["other_cpu_pct"],
         "server_cpu_pct_by_process": meter["server_cpu_pct_by_process"],
         "server_cpu_us_per_op": cpu_per_op,
+        "server_user_cpu_us_per_op": user_cpu_per_op,
         "generator_saturated": generator_saturated,
         "server_rss_kib_before": rss_before,
         "server_rss_kib_after": rss_after,
@@ -946,9 +956,17 @@ async fn broadcast(cfg: Rc<Config>) -> Result<Value, String> {
     s.counted = delivered;
     let wall = measured["wall_s"].as_f64().unwrap_or(0.0);
     let base = record(&cfg, &s, measured, rss_before, rss_after);
+    // The server's CPU time for one round, split: what the kernel spent
+    // (on loopback also the receivers' TCP work) is a floor no user-space
+    // change moves.
+    let per_round_ms = |per_op: &Value| per_op.as_f64().map(|us| round3(us * n as f64 / 1e3));
+    let all_ms = per_round_ms(&base["server_cpu_us_per_op"]);
+    let user_ms = per_round_ms(&base["server_user_cpu_us_per_op"]);
+    let kernel_ms = all_ms.zip(user_ms).map(|(a, u)| round3(a - u));
     Ok(merge(
         base,
         json!({
+            "round_cpu_ms": { "user": user_ms, "kernel": kernel_ms },
             "rounds": fanout.len(),
             "fanout_ms": latency_json(&fanout, 1e6),
             "latency_us": Value::Null,
