@@ -434,7 +434,12 @@ fn a_stalled_subscription_closes_the_broadcast_members() {
         "{:?}",
         stalled.elapsed()
     );
-    assert!(a.log().contains("does not answer its ping"));
+    // Logged just before the close went out; stderr is read by another thread.
+    poll_until(
+        "the unanswered ping in the node's log",
+        Duration::from_secs(5),
+        || a.log().contains("does not answer its ping").then_some(()),
+    );
 }
 
 #[test]
