@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpResponse};
 use parking_lot::Mutex;
-use sockjs_gateway::{http_server, ConnectionId, Options, Session, SockJs};
+use sockjs_gateway::{http_server, ConnectionId, Options, Session, SharedMessage, SockJs};
 
 type Room = Arc<Mutex<HashMap<ConnectionId, Session>>>;
 
 fn say_to_all(room: &Room, line: &str) {
+    // One copy of the line for the whole room, escaped once.
+    let line = SharedMessage::new(line);
     for member in room.lock().values() {
         // A member whose queue is full misses the line rather than stalling the room.
-        let _ = member.try_send(line);
+        let _ = member.try_send_shared(&line);
     }
 }
 

@@ -155,7 +155,7 @@ pub use protocol::client_addr::Cidr;
 pub use protocol::origin::OriginPolicy;
 pub use protocol::session::{CloseReason, Overflow, SendError, Traffic};
 pub use server::connection::{AbortHandle, AbortableStream};
-pub use session::{ConnectionId, Session};
+pub use session::{ConnectionId, Session, SharedMessage};
 
 use server::ServiceState;
 

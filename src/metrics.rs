@@ -448,10 +448,10 @@ impl ServiceMetrics {
             .inc_by(messages.iter().map(|m| m.len() as u64).sum());
     }
 
-    pub fn messages_out(&self, messages: &[String]) {
+    pub fn messages_out<M: AsRef<str>>(&self, messages: &[M]) {
         self.messages_out.inc_by(messages.len() as u64);
         self.bytes_out
-            .inc_by(messages.iter().map(|m| m.len() as u64).sum());
+            .inc_by(messages.iter().map(|m| m.as_ref().len() as u64).sum());
     }
 }
 

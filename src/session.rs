@@ -6,9 +6,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::peer::Peer;
+use crate::protocol::message::{OutMessage, SharedText};
 use crate::protocol::session::{CloseReason, InboundEvent, SendError};
 use crate::server::shared::{LockedSession, SharedSession};
 use crate::server::waiting::{Event, ToWake};
+
+/// A message for many sessions, such as a broadcast: its text is stored
+/// once and escaped once, however many sessions it is queued in. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct SharedMessage(Arc<SharedText>);
+
+impl SharedMessage {
+    /// A message of `text`, to send with [`Session::send_shared`] or
+    /// [`Session::try_send_shared`].
+    pub fn new(text: impl Into<String>) -> Self {
+        SharedMessage(SharedText::new(text.into()))
+    }
+
+    /// Its text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for SharedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// One client connection, whatever transport carries it. Cheap to clone:
 /// clones are handles to the same session (keep one in a broadcast list, say).
@@ -37,7 +63,27 @@ impl Session {
     /// Sends a message, waiting while the session's outgoing queue is full.
     /// Messages queue, in order, while no receiver is attached.
     pub async fn send(&self, message: impl Into<String>) -> Result<(), SendError> {
-        let mut message = Some(message.into());
+        self.send_out(OutMessage::Owned(message.into())).await
+    }
+
+    /// Sends a message if the outgoing queue has room now; never waits.
+    pub fn try_send(&self, message: impl Into<String>) -> Result<(), SendError> {
+        self.try_send_out(OutMessage::Owned(message.into()))
+    }
+
+    /// [`Session::send`] for a message that goes to many sessions: they
+    /// share its one copy, and its frame text is escaped once for all.
+    pub async fn send_shared(&self, message: &SharedMessage) -> Result<(), SendError> {
+        self.send_out(OutMessage::Shared(message.0.clone())).await
+    }
+
+    /// [`Session::try_send`] for a message that goes to many sessions.
+    pub fn try_send_shared(&self, message: &SharedMessage) -> Result<(), SendError> {
+        self.try_send_out(OutMessage::Shared(message.0.clone()))
+    }
+
+    async fn send_out(&self, message: OutMessage) -> Result<(), SendError> {
+        let mut message = Some(message);
         let offered = self
             .shared
             .wait_for(Event::OutgoingRoom, |core| offer(core, &mut message))
@@ -45,9 +91,8 @@ impl Session {
         self.count_drops(offered)
     }
 
-    /// Sends a message if the outgoing queue has room now; never waits.
-    pub fn try_send(&self, message: impl Into<String>) -> Result<(), SendError> {
-        let mut message = Some(message.into());
+    fn try_send_out(&self, message: OutMessage) -> Result<(), SendError> {
+        let mut message = Some(message);
         let offered = self.shared.change(|core| {
             let (offered, to_wake) = offer(core, &mut message).unzip();
             (offered, to_wake.unwrap_or_default())
@@ -108,8 +153,8 @@ struct Offered {
 /// Queues `message` unless the queue is full (`None`: it is kept), with the
 /// waiters that concern: the receiver, and the timer when the send
 /// deadline moved earlier.
-fn offer(core: &mut LockedSession, message: &mut Option<String>) -> Option<(Offered, ToWake)> {
-    let len = message.as_ref().map_or(0, String::len);
+fn offer(core: &mut LockedSession, message: &mut Option<OutMessage>) -> Option<(Offered, ToWake)> {
+    let len = message.as_ref().map_or(0, OutMessage::len);
     let dropped_before = core.dropped_messages();
     let result = match core.check_outgoing_room(len) {
         Err(SendError::Full) => return None,

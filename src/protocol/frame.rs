@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::message::OutMessage;
 use super::word;
 
 /// One SockJS frame, before it is written in a transport's wrapping.
@@ -12,7 +13,7 @@ pub enum Frame {
     /// `h`: keeps an idle receiver alive.
     Heartbeat,
     /// `a[...]`: one or more application messages, in order.
-    Messages(Vec<String>),
+    Messages(Vec<OutMessage>),
     /// `c[CODE,"REASON"]`: the session is closed.
     Close {
         /// The close code, such as 3000 or 1002.
@@ -48,7 +49,7 @@ impl Frame {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_json_string(message, out);
+                    message.write_json(out);
                 }
                 out.push(']');
             }
@@ -66,7 +67,7 @@ impl Frame {
             Frame::Open | Frame::Heartbeat => 1,
             Frame::Messages(messages) => {
                 let commas = messages.len().saturating_sub(1);
-                3 + commas + messages.iter().map(|m| json_string_len(m)).sum::<usize>()
+                3 + commas + messages.iter().map(OutMessage::json_len).sum::<usize>()
             }
             Frame::Close { code, reason } => 4 + decimal_len(*code) + json_string_len(reason),
         }
@@ -242,7 +243,7 @@ mod tests {
     }
 
     fn messages(items: &[&str]) -> Frame {
-        Frame::Messages(items.iter().map(|s| s.to_string()).collect())
+        Frame::Messages(items.iter().map(|&s| s.into()).collect())
     }
 
     #[test]

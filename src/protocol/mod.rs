@@ -6,6 +6,7 @@ pub mod client_addr;
 pub mod frame;
 pub mod frame_limit;
 pub mod inbound;
+pub mod message;
 pub mod origin;
 pub mod route;
 pub mod session;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::frame::{self, Frame};
+use super::message::OutMessage;
 
 /// Per-session timings and bounds.
 #[derive(Debug, Clone)]
@@ -65,8 +66,8 @@ pub const fn message_cost(text_len: usize) -> usize {
 
 /// What these messages cost in a queue, all together.
 #[inline]
-pub fn messages_cost(messages: &[String]) -> usize {
-    messages.len() * MESSAGE_OVERHEAD + messages.iter().map(String::len).sum::<usize>()
+pub fn messages_cost<M: AsRef<str>>(messages: &[M]) -> usize {
+    messages.len() * MESSAGE_OVERHEAD + messages.iter().map(|m| m.as_ref().len()).sum::<usize>()
 }
 
 /// How long a client closed as too slow (4008) has to take its close frame
@@ -256,7 +257,7 @@ pub struct Session {
     config: Arc<SessionConfig>,
     application_started: bool,
     open_sent: bool,
-    outgoing: VecDeque<String>,
+    outgoing: VecDeque<OutMessage>,
     queued_bytes: usize,
     /// When the outgoing queue last went from empty to non-empty.
     queued_since: Option<Instant>,
@@ -465,7 +466,7 @@ impl Session {
     /// cost at most [`MAX_FRAME_BATCH_BYTES`] (always at least one).
     /// Transports buffer a few frames each, so this bounds what a stalled
     /// client can hold beyond the queue.
-    fn take_batch(&mut self, now: Instant) -> Vec<String> {
+    fn take_batch(&mut self, now: Instant) -> Vec<OutMessage> {
         if self.queued_bytes <= MAX_FRAME_BATCH_BYTES {
             let count = self.outgoing.len();
             self.count_out(count, self.queued_bytes);
@@ -500,7 +501,7 @@ impl Session {
     }
 
     /// The application sends a message; it waits in order for a receiver.
-    pub fn send(&mut self, message: String, now: Instant) -> Result<(), SendError> {
+    pub fn send(&mut self, message: OutMessage, now: Instant) -> Result<(), SendError> {
         self.check_outgoing_room(message.len())?;
         let cost = message_cost(message.len());
         if self.config.overflow == Overflow::DropOldest {
@@ -851,7 +852,7 @@ mod tests {
         s.poll_delivery(r, now);
         let chunk = "x".repeat(10_000);
         for i in 0..20 {
-            s.send(format!("{i:02}{chunk}"), now).unwrap();
+            s.send(format!("{i:02}{chunk}").into(), now).unwrap();
         }
         let mut seen = Vec::new();
         while let Some(Delivery {
@@ -860,12 +861,12 @@ mod tests {
         }) = s.poll_delivery(r, now)
         {
             assert!(messages_cost(&batch) <= MAX_FRAME_BATCH_BYTES);
-            seen.extend(batch.into_iter().map(|m| m[..2].to_owned()));
+            seen.extend(batch.into_iter().map(|m| m.as_str()[..2].to_owned()));
         }
         let expected: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
         assert_eq!(seen, expected);
         assert_eq!(s.queued_bytes(), 0);
-        s.send("one message larger than a batch".repeat(5_000), now)
+        s.send("one message larger than a batch".repeat(5_000).into(), now)
             .unwrap();
         assert!(
             matches!(s.poll_delivery(r, now), Some(Delivery { frame: Frame::Messages(b), .. }) if b.len() == 1)
@@ -885,7 +886,7 @@ mod tests {
         );
         s.handle_application_started();
         let mut queued = 0;
-        while s.send(String::new(), now).is_ok() {
+        while s.send(String::new().into(), now).is_ok() {
             queued += 1;
             assert!(queued <= 1_000_000, "a million empty strings never fill it");
         }
@@ -938,7 +939,7 @@ mod tests {
             } else {
                 String::new()
             };
-            s.send(message, now).unwrap();
+            s.send(message.into(), now).unwrap();
         }
         let mut seen = 0;
         let mut numbered = Vec::new();
@@ -952,7 +953,12 @@ mod tests {
             };
             assert!(messages_cost(batch) <= MAX_FRAME_BATCH_BYTES);
             assert!(frame.encoded_len() <= MAX_FRAME_BATCH_BYTES);
-            numbered.extend(batch.iter().filter(|m| !m.is_empty()).cloned());
+            numbered.extend(
+                batch
+                    .iter()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| m.as_str().to_owned()),
+            );
             seen += batch.len();
         }
         assert_eq!(seen, total);

@@ -298,7 +298,7 @@ impl Connection {
             }
             (Framing::Raw, Frame::Messages(messages)) => {
                 for message in messages {
-                    self.ws.text(message).await?;
+                    self.ws.text(message.into_string()).await?;
                 }
                 Ok(())
             }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use sockjs_gateway::cluster::{Cluster, BACKPLANE_UNAVAILABLE};
 use sockjs_gateway::relay::{LiveRelay, Relay};
-use sockjs_gateway::{AccessLog, ConnectionId, Metrics, Options, SendError, Session, SockJs};
+use sockjs_gateway::{
+    AccessLog, ConnectionId, Metrics, Options, SendError, Session, SharedMessage, SockJs,
+};
 
 use crate::settings::{Handler, RelaySpec, ServiceKind, ServiceSettings};
 
@@ -193,9 +195,10 @@ fn broadcast(prefix: &str, options: Options, cluster: Option<&Cluster>) -> SockJ
 }
 
 fn deliver(members: &Members, message: String) {
+    let message = SharedMessage::new(message);
     let recipients: Vec<Session> = members.lock().values().cloned().collect();
     for recipient in recipients {
-        if let Err(SendError::Full) = recipient.try_send(message.clone()) {
+        if let Err(SendError::Full) = recipient.try_send_shared(&message) {
             log::debug!("broadcast: session {} too slow, closing it", recipient.id());
             recipient.close(TOO_SLOW.0, TOO_SLOW.1);
         }
