@@ -14,26 +14,22 @@ const ENDS = new Set(['closed', 'client', 'timeout', 'interrupted', 'send_timeou
 // Server-side names: iframe-* and jsonp are the same transports to the server.
 const TRANSPORTS_SEEN = ['websocket', 'xhr-streaming', 'xhr-polling', 'eventsource', 'htmlfile', 'jsonp-polling'];
 
-async function sum(port, name, labels = {}) {
-  return procs.scrapeMetric(port, name, labels);
-}
-
 // Waits (bounded) until no session is open and every closed one has its
 // line written, then checks the file. Resolves with report entries.
 async function checkAccessLog(gw, file, boundMs = 20000) {
   const until = Date.now() + boundMs;
   let open = -1; let closed = -1; let written = -1;
   for (;;) {
-    open = await sum(gw.metricsPort, 'sockjs_sessions_open');
-    closed = await sum(gw.metricsPort, 'sockjs_sessions_closed_total');
-    written = await sum(gw.metricsPort, 'sockjs_access_log_lines_total');
+    open = await procs.scrapeMetric(gw.metricsPort, 'sockjs_sessions_open', {});
+    closed = await procs.scrapeMetric(gw.metricsPort, 'sockjs_sessions_closed_total', {});
+    written = await procs.scrapeMetric(gw.metricsPort, 'sockjs_access_log_lines_total', {});
     if (open === 0 && closed === written) break;
     if (Date.now() > until) {
       return [{ check: 'all written', ok: false, reason: `after ${boundMs} ms: ${open} session(s) still open, ${closed} closed, ${written} line(s) written` }];
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  const dropped = await sum(gw.metricsPort, 'sockjs_access_log_dropped_total');
+  const dropped = await procs.scrapeMetric(gw.metricsPort, 'sockjs_access_log_dropped_total', {});
   const text = fs.readFileSync(file, 'utf8');
   const lines = text.split('\n').filter(Boolean);
   const problems = [];
@@ -72,8 +68,8 @@ async function checkAccessLog(gw, file, boundMs = 20000) {
     for (const dir of ['in', 'out']) {
       const logged = mine.reduce((n, r) => n + r[`messages_${dir}`], 0);
       const bytes = mine.reduce((n, r) => n + r[`bytes_${dir}`], 0);
-      const counted = await sum(gw.metricsPort, 'sockjs_messages_total', { service, direction: dir });
-      const countedBytes = await sum(gw.metricsPort, 'sockjs_bytes_total', { service, direction: dir });
+      const counted = await procs.scrapeMetric(gw.metricsPort, 'sockjs_messages_total', { service, direction: dir });
+      const countedBytes = await procs.scrapeMetric(gw.metricsPort, 'sockjs_bytes_total', { service, direction: dir });
       if (logged !== counted || bytes !== countedBytes) mismatches.push(`${service} ${dir}: log ${logged}/${bytes}B, metrics ${counted}/${countedBytes}B`);
     }
   }

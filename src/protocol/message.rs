@@ -122,12 +122,6 @@ impl PartialEq for OutMessage {
 
 impl Eq for OutMessage {}
 
-impl PartialEq<&str> for OutMessage {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 impl fmt::Debug for OutMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)

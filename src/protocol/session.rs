@@ -195,7 +195,10 @@ impl std::error::Error for SendError {}
 /// Why inbound messages cannot be taken now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundRefusal {
-    /// The session is closed; the messages are refused.
+    /// The session is closed: the messages are dropped, and a send that
+    /// brought them is answered as delivered (they raced the close frame,
+    /// which the client's receiver brings; a failed send would make
+    /// sockjs-client close with 1006 in place of the session's own code).
     Closed,
     /// The application has not taken earlier messages yet; retry when it has.
     Full,
