@@ -1,6 +1,6 @@
 //! Server-to-client frames (PROTOCOL.md section 2) and the SockJS JSON escaping.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 
 use super::message::OutMessage;
 use super::word;
@@ -26,39 +26,44 @@ pub enum Frame {
 impl Frame {
     /// The frame as the text that goes on the wire, e.g. `a["x"]`.
     pub fn encode(&self) -> String {
-        // Sized for the common case (nothing to escape) without a scan;
-        // escapes grow it.
-        let estimate = match self {
-            Frame::Open | Frame::Heartbeat => 1,
-            Frame::Messages(messages) => 2 + messages.iter().map(|m| m.len() + 3).sum::<usize>(),
-            Frame::Close { reason, .. } => 10 + reason.len(),
-        };
-        let mut out = String::with_capacity(estimate);
+        let mut out = String::with_capacity(self.estimated_len());
         self.encode_into(&mut out);
         out
     }
 
-    /// Appends the encoded frame to `out`.
-    pub fn encode_into(&self, out: &mut String) {
+    /// About the length of [`Frame::encode`], without a scan: exact when
+    /// nothing needs escaping (the common case), which only makes it longer.
+    pub fn estimated_len(&self) -> usize {
         match self {
-            Frame::Open => out.push('o'),
-            Frame::Heartbeat => out.push('h'),
+            Frame::Open | Frame::Heartbeat => 1,
+            Frame::Messages(messages) => 2 + messages.iter().map(|m| m.len() + 3).sum::<usize>(),
+            Frame::Close { reason, .. } => 10 + reason.len(),
+        }
+    }
+
+    /// Appends the encoded frame to `out`: a `String`, or a transport's
+    /// output buffer, so no copy is made on the way.
+    pub fn encode_into<W: Write + ?Sized>(&self, out: &mut W) {
+        // Writing to a `String` or a growable buffer cannot fail.
+        let _ = match self {
+            Frame::Open => out.write_str("o"),
+            Frame::Heartbeat => out.write_str("h"),
             Frame::Messages(messages) => {
-                out.push_str("a[");
+                let _ = out.write_str("a[");
                 for (i, message) in messages.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        let _ = out.write_str(",");
                     }
                     message.write_json(out);
                 }
-                out.push(']');
+                out.write_str("]")
             }
             Frame::Close { code, reason } => {
                 let _ = write!(out, "c[{code},");
                 write_json_string(reason, out);
-                out.push(']');
+                out.write_str("]")
             }
-        }
+        };
     }
 
     /// The length in bytes of [`Frame::encode`], computed without allocating.
@@ -104,24 +109,22 @@ pub fn must_escape(c: char) -> bool {
 }
 
 /// Writes `s` as a quoted JSON string with the SockJS escaping.
-pub fn write_json_string(s: &str, out: &mut String) {
-    out.reserve(s.len() + 2);
-    out.push('"');
+pub fn write_json_string<W: Write + ?Sized>(s: &str, out: &mut W) {
+    // Writing to a `String` or a growable buffer cannot fail.
+    let _ = out.write_str("\"");
     let mut plain_from = 0;
     let mut at = 0;
     while let Some((position, char_len, escape)) = next_escape(s, at) {
-        out.push_str(&s[plain_from..position]);
-        match escape {
-            Escape::Short(text) => out.push_str(text),
-            Escape::Unicode(code) => {
-                let _ = write!(out, "\\u{code:04x}");
-            }
-        }
+        let _ = out.write_str(&s[plain_from..position]);
+        let _ = match escape {
+            Escape::Short(text) => out.write_str(text),
+            Escape::Unicode(code) => write!(out, "\\u{code:04x}"),
+        };
         at = position + char_len;
         plain_from = at;
     }
-    out.push_str(&s[plain_from..]);
-    out.push('"');
+    let _ = out.write_str(&s[plain_from..]);
+    let _ = out.write_str("\"");
 }
 
 /// The length of [`write_json_string`]'s output for `s`.

@@ -66,10 +66,13 @@ impl OutMessage {
     }
 
     /// Appends it as a JSON string literal to `out`.
-    pub fn write_json(&self, out: &mut String) {
+    pub fn write_json<W: fmt::Write + ?Sized>(&self, out: &mut W) {
         match self {
             OutMessage::Owned(text) => write_json_string(text, out),
-            OutMessage::Shared(shared) => out.push_str(shared.json()),
+            OutMessage::Shared(shared) => {
+                // Writing to a `String` or a growable buffer cannot fail.
+                let _ = out.write_str(shared.json());
+            }
         }
     }
 

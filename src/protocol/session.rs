@@ -412,25 +412,32 @@ impl Session {
         }
     }
 
+    /// Whether receiver `id` has a frame to take: a cheap look, as a
+    /// receiver asks each time its connection could write.
+    #[inline]
+    pub fn has_delivery(&self, id: ReceiverId) -> bool {
+        self.receiver.as_ref().map(|r| r.id) == Some(id)
+            && if self.open_sent {
+                !self.outgoing.is_empty() || self.closure.is_some() || self.heartbeat_pending
+            } else {
+                self.application_started
+            }
+    }
+
     /// The next frame for receiver `id`, if one is ready.
     pub fn poll_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<Delivery> {
-        if self.receiver.as_ref().map(|r| r.id) != Some(id) {
+        if !self.has_delivery(id) {
             return None;
         }
         let frame = if !self.open_sent {
-            if !self.application_started {
-                return None;
-            }
             self.open_sent = true;
             Frame::Open
         } else if !self.outgoing.is_empty() {
             Frame::Messages(self.take_batch(now))
         } else if let Some(closure) = &self.closure {
             closure.frame.clone()
-        } else if self.heartbeat_pending {
-            Frame::Heartbeat
         } else {
-            return None;
+            Frame::Heartbeat
         };
         let receiver = self.receiver.as_mut()?;
         let end = matches!(frame, Frame::Close { .. })
@@ -623,17 +630,6 @@ impl Session {
             return Some(InboundEvent::Message(message));
         }
         self.close_reason().cloned().map(InboundEvent::Closed)
-    }
-
-    /// The transport's write of a frame already taken has not gone through
-    /// for `send_timeout`: the client is as slow as one that leaves its
-    /// queue full, and the session closes the same way (a no-op if closed).
-    pub fn handle_write_stalled(&mut self) {
-        let frame = Frame::Close {
-            code: SEND_TIMEOUT_CODE,
-            reason: SEND_TIMEOUT_REASON.to_owned(),
-        };
-        self.close_with(CloseReason::SendTimeout, frame);
     }
 
     /// The clock reached `now`.
@@ -1324,20 +1320,6 @@ mod tests {
             encoded(s.poll_delivery(r, deadline)),
             frame(r#"c[4008,"Send timeout"]"#, true)
         );
-    }
-
-    #[test]
-    fn a_write_that_stalls_closes_the_session_as_too_slow() {
-        let (mut s, now) = session();
-        let r = attach(&mut s, ReceiverMode::Websocket, now);
-        s.poll_delivery(r, now);
-        s.send("taken".into(), now).unwrap();
-        s.poll_delivery(r, now);
-        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT), "nothing queued");
-        s.handle_write_stalled();
-        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout));
-        s.handle_write_stalled();
-        assert_eq!(s.close_reason(), Some(&CloseReason::SendTimeout), "once");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod send;
 pub(crate) mod shared;
 pub(crate) mod waiting;
 mod websocket;
+mod websocket_control;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -195,7 +195,7 @@ impl AttachedReceiver {
         let shared = self.shared.clone();
         let id = self.id;
         let delivery = shared
-            .wait_for(Event::Frames, |core| core.take_delivery(id, Instant::now()))
+            .wait_for(Event::Frames, |core| core.take_delivery(id))
             .await;
         if let Frame::Messages(messages) = &delivery.frame {
             shared.metrics.messages_out(messages);

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use super::connection::AbortHandle;
 use super::receiver::transport_name;
 use super::waiting::{Event, ToWake, Waiters};
+use super::websocket_control::WebsocketControl;
 use crate::metrics::ServiceMetrics;
 use crate::peer::Peer;
 use crate::protocol::frame::Frame;
@@ -44,6 +45,9 @@ pub(crate) struct LockedSession {
     /// The connection of the attached HTTP receiver, dropped if the session
     /// gives up on that receiver.
     pub receiver_connection: Option<(ReceiverId, AbortHandle)>,
+    /// A WebSocket reader's requests to its writer (a pong, the end of the
+    /// output); rare, so boxed.
+    pub websocket_control: Option<Box<WebsocketControl>>,
 }
 
 impl Deref for LockedSession {
@@ -65,8 +69,12 @@ impl LockedSession {
     /// batch of messages makes room in the outgoing queue, and a receiver's
     /// last frame changes the session's deadlines.
     #[inline]
-    pub fn take_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<(Delivery, ToWake)> {
-        let delivery = self.protocol.poll_delivery(id, now)?;
+    pub fn take_delivery(&mut self, id: ReceiverId) -> Option<(Delivery, ToWake)> {
+        // Most looks find nothing: they need no clock.
+        if !self.protocol.has_delivery(id) {
+            return None;
+        }
+        let delivery = self.protocol.poll_delivery(id, Instant::now())?;
         if delivery.end {
             self.forget_connection(id);
         }
@@ -131,6 +139,7 @@ impl SharedSession {
                 protocol: ProtocolSession::new(config, Instant::now()),
                 waiters: Waiters::default(),
                 receiver_connection: None,
+                websocket_control: None,
             }),
             peer,
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),

@@ -1,27 +1,30 @@
 //! The framed (`/SERVER/SESSION/websocket`) and raw (`/websocket`)
-//! WebSocket transports (PROTOCOL.md section 4), over actix-ws.
+//! WebSocket transports (PROTOCOL.md section 4). actix-ws reads the client's
+//! messages; the session's frames go out through [`body::FrameBody`].
+
+mod body;
+mod payload;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
-use actix_web::web::Bytes;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
-use futures::future::{Fuse, FusedFuture};
+use futures::future::Fuse;
 use futures::FutureExt;
 use tokio::time::Sleep;
 
+use self::body::FrameBody;
+use self::payload::{is_too_large, limit_frames};
 use super::connection::{abort_after, AbortHandle};
 use super::shared::SharedSession;
 use super::waiting::{Event, RepolledUntilIdle, ToWake};
+use super::websocket_control::{WebsocketControl, WriterEnd};
 use super::{text_response, ServiceState, SessionSlot};
-use crate::protocol::frame::Frame;
-use crate::protocol::frame_limit::{FrameLimit, TooLarge};
 use crate::protocol::session::{
     messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
     CLOSE_GRACE,
@@ -66,7 +69,8 @@ pub async fn open(
     };
     let max_message_bytes = state.current().options.max_message_bytes;
     let payload = limit_frames(req, payload, max_message_bytes);
-    let (response, ws, stream) = match actix_ws::handle(req, payload) {
+    // actix-ws reads; its writer, a channel to its own body, is replaced.
+    let (response, _writer, stream) = match actix_ws::handle(req, payload) {
         Ok(parts) => parts,
         Err(error) => {
             log::debug!("{}: WebSocket handshake refused: {error}", req.path());
@@ -74,23 +78,29 @@ pub async fn open(
             return error.error_response();
         }
     };
-    let Attach::Attached(id) = shared
-        .core
-        .lock()
-        .attach_receiver(ReceiverMode::Websocket, Instant::now())
-    else {
-        unreachable!("a new session always takes its first receiver");
+    let abort = req.conn_data::<AbortHandle>().cloned();
+    let id = {
+        let mut core = shared.core.lock();
+        let Attach::Attached(id) = core.attach_receiver(ReceiverMode::Websocket, Instant::now())
+        else {
+            unreachable!("a new session always takes its first receiver");
+        };
+        // Dropped if the client takes nothing, not even its close.
+        core.receiver_connection = abort.clone().map(|abort| (id, abort));
+        id
     };
     let application: Pin<Box<dyn Future<Output = ()>>> = Box::pin(state.application(&shared));
     let stream = stream
         .max_frame_size(max_message_bytes)
         .aggregate_continuations()
         .max_continuation_size(max_message_bytes);
+    let response = response
+        .set_body(FrameBody::new(shared.clone(), id, framing))
+        .map_into_boxed_body();
     let connection = Connection {
-        abort: req.conn_data::<AbortHandle>().cloned(),
+        abort,
         shared,
         id,
-        ws,
         framing,
         awaiting_pong: false,
         _slot: slot,
@@ -112,11 +122,14 @@ fn check_upgrade_headers(req: &HttpRequest) -> Result<(), &'static str> {
     route::check_websocket_upgrade(&values(header::UPGRADE), &values(header::CONNECTION))
 }
 
+/// The connection's reader: it drives the session's clock and the
+/// application's handler, and hands the client's messages to the session.
+/// The session's frames go out through the response body.
 struct Connection {
     shared: Arc<SharedSession>,
     id: ReceiverId,
-    ws: actix_ws::Session,
     framing: Framing,
+    /// A raw WebSocket's ping went out and nothing came back since.
     awaiting_pong: bool,
     /// Drops the connection if it outlives the session by [`CLOSE_GRACE`].
     abort: Option<AbortHandle>,
@@ -126,13 +139,13 @@ struct Connection {
 
 /// Why the connection loop stopped.
 enum End {
-    /// The session closed and its close went out.
+    /// The session closed and the body took its close frame.
     Closed,
     /// The client closed the WebSocket.
     ClientClosed,
     /// The connection broke, or the client broke the protocol.
     Interrupted(Option<CloseReason>),
-    /// The client stopped reading: nothing more can be written to it.
+    /// The client took nothing, not even its close, for the grace it had.
     Stalled,
 }
 
@@ -156,165 +169,74 @@ impl Connection {
             let end = loop {
                 // Counts seen before the session is looked at: whatever happens
                 // from here on ends the wait below.
-                let (frames_seen, room_seen) = {
-                    let core = shared.core.lock();
+                let (attached, deadline_seen, room_seen) = {
+                    let mut core = shared.core.lock();
+                    // A WebSocket session drives its own deadlines: no timer task per connection.
+                    clock.arm(core.poll_timeout(Instant::now()));
                     (
-                        core.waiters.count(Event::Frames),
+                        core.has_receiver(),
+                        core.waiters.count(Event::Deadline),
                         core.waiters.count(Event::InboundRoom),
                     )
                 };
-                if let Some(end) = self
-                    .write_keeping_the_clock(&mut clock, &mut application)
-                    .await
-                {
-                    break end;
+                if !attached {
+                    break End::Closed;
                 }
                 if let Some((messages, cost)) = waiting_inbound.take() {
                     waiting_inbound = self.offer_inbound(messages, cost);
                 }
-                // A WebSocket session drives its own deadlines: no timer task per connection.
-                clock.arm(shared.core.lock().poll_timeout(Instant::now()));
                 tokio::select! {
                     biased;
                     _ = &mut application => {}
-                    _ = shared.changed(Event::Frames, frames_seen) => {}
                     _ = clock.fired() => {
-                        shared.handle_timeout();
+                        if let Some(end) = self.handle_timeout() {
+                            break end;
+                        }
                     }
+                    // The body took the close frame, or a send from another
+                    // task moved a deadline earlier.
+                    _ = shared.changed(Event::Deadline, deadline_seen) => {}
                     _ = shared.changed(Event::InboundRoom, room_seen), if waiting_inbound.is_some() => {}
                     message = stream.recv(), if waiting_inbound.is_none() => {
-                        match self.handle_message(message).await {
+                        match self.handle_message(message) {
                             Ok(None) => {}
                             Ok(Some(kept)) => waiting_inbound = Some(kept),
                             Err(end) => break end,
                         }
                         // The handler shares this task: it takes what arrived and
-                        // answers now, so the answer goes out in this same pass.
+                        // answers now, so the answer is ready when the body looks.
                         let _ = futures::poll!(&mut application);
                     }
                 }
             };
-            self.finish(end).await;
+            self.finish(end);
             // The handler sees the close and ends in its own time.
             application.await;
         }
     }
 
-    /// Writes the ready frames while the session's clock and its handler keep
-    /// running: a client that stops reading blocks the write, and its send
-    /// timeout must still fire.
-    async fn write_keeping_the_clock(
-        &mut self,
-        clock: &mut Clock,
-        application: &mut (impl FusedFuture<Output = ()> + Unpin),
-    ) -> Option<End> {
-        let shared = self.shared.clone();
-        let write = self.write_ready_frames();
-        tokio::pin!(write);
-        // Most writes complete at once: no timer or waiter is touched then.
-        if let Poll::Ready(end) = futures::poll!(&mut write) {
-            return end;
-        }
-        // A frame the client takes nothing of for `send_timeout` makes it as
-        // slow as a full queue would (the frame is out of the queue, and the
-        // handler may wait for the client rather than queue more); so does
-        // the last frame of a session that is over.
-        let give_up_at = shared
-            .core
-            .lock()
-            .send_timeout()
-            .map(|timeout| Instant::now() + timeout);
-        loop {
-            // While the write waits, the application may queue more and so
-            // bring the send deadline forward: it says so with `Event::Deadline`.
-            let now = Instant::now();
-            let (deadline, deadline_seen) = {
-                let mut core = shared.core.lock();
-                (core.poll_timeout(now), core.waiters.count(Event::Deadline))
-            };
-            clock.arm(deadline);
-            clock.arm(give_up_at);
-            tokio::select! {
-                biased;
-                end = &mut write => return end,
-                // The handler goes on meanwhile: it may queue more, and so
-                // run into the bound and the send timeout.
-                _ = &mut *application => {}
-                _ = clock.fired() => {
-                    if give_up_at.is_some_and(|at| Instant::now() >= at) {
-                        shared.change(|core| {
-                            core.handle_write_stalled();
-                            ((), core.waiters.all_happened())
-                        });
-                        log::debug!("a WebSocket client took nothing of a frame for the send timeout");
-                        return Some(End::Stalled);
-                    }
-                    if shared.handle_timeout() == TimeoutOutcome::SendTimedOut {
-                        log::debug!("a WebSocket client took nothing for the send timeout");
-                        return Some(End::Stalled);
-                    }
-                }
-                _ = shared.changed(Event::Deadline, deadline_seen) => {}
+    /// The clock fired: `Some` once the loop must stop.
+    fn handle_timeout(&mut self) -> Option<End> {
+        match self.shared.handle_timeout() {
+            TimeoutOutcome::SendTimedOut if !self.shared.core.lock().has_receiver() => {
+                log::debug!("a WebSocket client took nothing, not even its close");
+                Some(End::Stalled)
             }
-        }
-    }
-
-    /// Writes every frame the session has ready; `Some` once the loop must stop.
-    async fn write_ready_frames(&mut self) -> Option<End> {
-        loop {
-            let delivery = self.shared.change(|core| {
-                let (delivery, to_wake) = core.take_delivery(self.id, Instant::now()).unzip();
-                (delivery, to_wake.unwrap_or_default())
-            })?;
-            if let Frame::Messages(messages) = &delivery.frame {
-                self.shared.metrics.messages_out(messages);
-            }
-            let end = delivery.end;
-            if let Err(actix_ws::Closed) = self.write(delivery.frame).await {
-                return Some(End::Interrupted(None));
-            }
-            if end {
-                return Some(End::Closed);
-            }
-        }
-    }
-
-    async fn write(&mut self, frame: Frame) -> Result<(), actix_ws::Closed> {
-        match (self.framing, frame) {
-            (Framing::Sockjs, frame @ Frame::Close { .. }) => {
-                self.ws.text(frame.encode()).await?;
-                self.ws.clone().close(Some(CloseCode::Normal.into())).await
-            }
-            (Framing::Sockjs, frame) => self.ws.text(frame.encode()).await,
-            (Framing::Raw, Frame::Open) => Ok(()),
-            (Framing::Raw, Frame::Heartbeat) => {
-                if self.awaiting_pong {
+            TimeoutOutcome::Heartbeat if self.framing == Framing::Raw => {
+                if std::mem::replace(&mut self.awaiting_pong, true) {
                     log::debug!("raw WebSocket peer missed its pong; closing");
                     self.shared.metrics.heartbeat_timeouts.inc();
-                    return Err(actix_ws::Closed);
+                    return Some(End::Interrupted(None));
                 }
-                self.awaiting_pong = true;
-                self.ws.ping(b"").await
+                None
             }
-            (Framing::Raw, Frame::Messages(messages)) => {
-                for message in messages {
-                    self.ws.text(message.into_string()).await?;
-                }
-                Ok(())
-            }
-            (Framing::Raw, Frame::Close { code, reason }) => {
-                let reason = CloseReason {
-                    code: wire_close_code(code),
-                    description: Some(reason),
-                };
-                self.ws.clone().close(Some(reason)).await
-            }
+            _ => None,
         }
     }
 
     /// One event from the client. `Ok(Some(..))` holds messages that wait
     /// for the application to make room.
-    async fn handle_message(
+    fn handle_message(
         &mut self,
         message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
     ) -> Result<Option<(Vec<String>, usize)>, End> {
@@ -350,8 +272,11 @@ impl Connection {
                     description: Some("Binary messages are not supported.".to_owned()),
                 })));
             }
-            Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                let _ = self.ws.pong(&bytes).await;
+            Some(Ok(AggregatedMessage::Ping(payload))) => {
+                self.shared.change(|core| {
+                    core.websocket_control.get_or_insert_with(Box::default).pong = Some(payload);
+                    ((), core.waiters.happened(Event::Frames))
+                });
                 return Ok(None);
             }
             Some(Ok(AggregatedMessage::Pong(_))) => return Ok(None),
@@ -385,28 +310,39 @@ impl Connection {
             })
     }
 
-    async fn finish(self, end: End) {
+    /// Lets the session go, and tells the body how the output ends. This
+    /// runs before the task next yields: the body takes no frame of the
+    /// session after a client's close or a broken connection.
+    fn finish(self, end: End) {
+        let stalled = matches!(end, End::Stalled);
         let how = match end {
             End::Interrupted(_) | End::Stalled => Detach::Interrupted,
             End::Closed | End::ClientClosed => Detach::Finished,
         };
-        self.shared
-            .core
-            .lock()
-            .detach_receiver(self.id, how, Instant::now());
-        self.shared.wake_all();
-        let abort = self.abort.clone();
-        // A close waits behind what the client does not read: it gets
-        // `CLOSE_GRACE` to go out, and the connection as long to end.
-        let close = match end {
-            End::Closed | End::Stalled => None,
-            End::ClientClosed => Some(None),
-            End::Interrupted(reason) => Some(reason),
+        let writer_end = match end {
+            // The body wrote the close and ended.
+            End::Closed => None,
+            End::ClientClosed => Some(WriterEnd::Close(None)),
+            End::Interrupted(reason) => Some(WriterEnd::Close(reason)),
+            End::Stalled => Some(WriterEnd::Abandon),
         };
-        if let Some(reason) = close {
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(reason)).await;
+        self.shared.change(|core| {
+            core.forget_connection(self.id);
+            core.detach_receiver(self.id, how, Instant::now());
+            if let Some(writer_end) = writer_end {
+                core.websocket_control
+                    .get_or_insert_with(Box::<WebsocketControl>::default)
+                    .end = Some(writer_end);
+            }
+            ((), core.waiters.all_happened())
+        });
+        // A close waits behind what the client does not read: it gets
+        // `CLOSE_GRACE` to go out, and the connection as long to end. A
+        // stalled client has had its grace already.
+        match (stalled, self.abort.clone()) {
+            (true, Some(abort)) => abort.abort(),
+            (_, abort) => abort_after(abort, CLOSE_GRACE),
         }
-        abort_after(abort, CLOSE_GRACE);
     }
 }
 
@@ -417,6 +353,8 @@ impl Connection {
 struct Clock {
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
+    /// The timer has the task's waker for the armed deadline.
+    registered: bool,
 }
 
 impl Clock {
@@ -424,6 +362,7 @@ impl Clock {
         Clock {
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
             armed: None,
+            registered: false,
         }
     }
 
@@ -432,107 +371,30 @@ impl Clock {
             if self.armed.is_none_or(|armed| deadline < armed) {
                 self.sleep.as_mut().reset(deadline.into());
                 self.armed = Some(deadline);
+                self.registered = false;
             }
         }
     }
 
     /// Completes when the armed deadline passes; never if none is armed.
-    async fn fired(&mut self) {
-        if self.armed.is_none() {
-            return std::future::pending().await;
-        }
-        self.sleep.as_mut().await;
-        self.armed = None;
-    }
-}
-
-/// The client's bytes, cut where a frame header announces more than `max`
-/// payload bytes, or a fragmented message passes `max` in all: no more of
-/// such a frame reaches actix-ws, which would buffer all of it first.
-fn limit_frames(req: &HttpRequest, payload: web::Payload, max: usize) -> web::Payload {
-    let limited = LimitedPayload {
-        inner: payload,
-        limit: FrameLimit::new(max),
-        cut: Cut::No,
-    };
-    let mut payload: actix_web::dev::Payload = actix_web::dev::Payload::Stream {
-        payload: Box::pin(limited),
-    };
-    // The extractor only takes the payload out: it is ready at once.
-    web::Payload::from_request(req, &mut payload)
-        .now_or_never()
-        .and_then(Result::ok)
-        .expect("the payload extractor is infallible")
-}
-
-pin_project_lite::pin_project! {
-    struct LimitedPayload {
-        #[pin]
-        inner: web::Payload,
-        limit: FrameLimit,
-        cut: Cut,
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    No,
-    /// The whole frames before the cut have been passed on; the reader is
-    /// given one turn to take them before it hears of the overflow.
-    Announced,
-    Overflowed,
-    Ended,
-}
-
-impl futures::Stream for LimitedPayload {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        match *this.cut {
-            Cut::No => {}
-            Cut::Announced => {
-                *this.cut = Cut::Overflowed;
-                cx.waker().wake_by_ref();
+    /// The connection looks at it on every pass: once the timer has the
+    /// task's waker, a look at whether it went off is enough.
+    fn fired(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.armed.is_none() || (self.registered && !self.sleep.is_elapsed()) {
                 return Poll::Pending;
             }
-            Cut::Overflowed => {
-                *this.cut = Cut::Ended;
-                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.armed = None;
+                    self.registered = false;
+                    Poll::Ready(())
+                }
+                Poll::Pending => {
+                    self.registered = true;
+                    Poll::Pending
+                }
             }
-            Cut::Ended => return Poll::Ready(None),
-        }
-        let chunk = match std::task::ready!(this.inner.poll_next(cx)) {
-            Some(Ok(chunk)) => chunk,
-            other => return Poll::Ready(other),
-        };
-        match this.limit.scan(&chunk) {
-            Ok(()) => Poll::Ready(Some(Ok(chunk))),
-            Err(TooLarge { at }) => {
-                *this.cut = Cut::Announced;
-                Poll::Ready(Some(Ok(chunk.slice(..at))))
-            }
-        }
-    }
-}
-
-/// A frame or message over the bound, as actix-http, actix-ws or
-/// [`limit_frames`] reports it.
-fn is_too_large(error: &actix_ws::ProtocolError) -> bool {
-    match error {
-        actix_ws::ProtocolError::Overflow => true,
-        actix_ws::ProtocolError::Io(io) => io
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<PayloadError>())
-            .is_some_and(|e| matches!(e, PayloadError::Overflow)),
-        _ => false,
-    }
-}
-
-/// Close codes an application may put on the wire; others become 1000.
-fn wire_close_code(code: u16) -> CloseCode {
-    match code {
-        1000..=1003 | 1007..=1014 | 3000..=4999 => CloseCode::from(code),
-        _ => CloseCode::Normal,
+        })
     }
 }
