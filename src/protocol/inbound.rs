@@ -68,15 +68,78 @@ pub fn decode_array(body: &[u8]) -> Result<Vec<String>, InboundError> {
     Ok(messages)
 }
 
+/// The messages of one framed-WebSocket message: nearly always one, which
+/// then needs no `Vec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Messages {
+    /// One message.
+    One(String),
+    /// None, or more than one.
+    Many(Vec<String>),
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Messages::Many(Vec::new())
+    }
+}
+
+impl Messages {
+    /// The messages in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Messages::One(message) => std::slice::from_ref(message),
+            Messages::Many(messages) => messages,
+        }
+    }
+
+    /// The messages in order, in a `Vec`.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Messages::One(message) => vec![message],
+            Messages::Many(messages) => messages,
+        }
+    }
+}
+
+impl Extend<String> for Messages {
+    fn extend<I: IntoIterator<Item = String>>(&mut self, messages: I) {
+        for message in messages {
+            match self {
+                Messages::Many(many) if many.is_empty() => *self = Messages::One(message),
+                Messages::Many(many) => many.push(message),
+                Messages::One(_) => {
+                    let Messages::One(first) = std::mem::take(self) else {
+                        unreachable!("matched above")
+                    };
+                    *self = Messages::Many(vec![first, message]);
+                }
+            }
+        }
+    }
+}
+
+impl IntoIterator for Messages {
+    type Item = String;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<String>, std::vec::IntoIter<String>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Messages::One(message) => Some(message).into_iter().chain(Vec::new()),
+            Messages::Many(messages) => None.into_iter().chain(messages),
+        }
+    }
+}
+
 /// Decodes one framed-WebSocket text message: an array of strings or one string.
 /// An empty message delivers nothing.
-pub fn decode_websocket_message(text: &str) -> Result<Vec<String>, InboundError> {
+pub fn decode_websocket_message(text: &str) -> Result<Messages, InboundError> {
     let mut parser = Parser::new(text);
     parser.skip_whitespace();
     let messages = match parser.peek() {
-        None => return Ok(Vec::new()),
+        None => return Ok(Messages::default()),
         Some(b'[') => parser.array_of_strings()?,
-        Some(b'"') => vec![parser.string()?],
+        Some(b'"') => Messages::One(parser.string()?),
         Some(_) => {
             parser.skip_value()?;
             parser.expect_end()?;
@@ -182,9 +245,9 @@ impl<'a> Parser<'a> {
 
     /// `[ "..." , "..." ]`; a non-string element is `NotStrings` only when the
     /// whole payload is otherwise valid JSON.
-    fn array_of_strings(&mut self) -> Result<Vec<String>, InboundError> {
+    fn array_of_strings<C: Default + Extend<String>>(&mut self) -> Result<C, InboundError> {
         self.eat(b'[')?;
-        let mut messages = Vec::new();
+        let mut messages = C::default();
         let mut saw_non_string = false;
         self.skip_whitespace();
         if self.peek() == Some(b']') {
@@ -194,7 +257,7 @@ impl<'a> Parser<'a> {
         loop {
             self.skip_whitespace();
             if self.peek() == Some(b'"') {
-                messages.push(self.string()?);
+                messages.extend(Some(self.string()?));
             } else {
                 self.skip_value()?;
                 saw_non_string = true;
@@ -400,7 +463,7 @@ mod tests {
     #[test]
     fn empty_array_delivers_nothing() {
         assert_eq!(decode_array(b"[]"), Ok(vec![]));
-        assert_eq!(decode_websocket_message("[ ]"), Ok(vec![]));
+        assert_eq!(decode_websocket_message("[ ]"), Ok(Messages::default()));
     }
 
     #[test]
@@ -519,8 +582,21 @@ mod tests {
 
     #[test]
     fn websocket_accepts_a_single_string_or_nothing() {
-        assert_eq!(decode_websocket_message(r#""b""#), Ok(strings(&["b"])));
-        assert_eq!(decode_websocket_message(""), Ok(vec![]));
+        assert_eq!(
+            decode_websocket_message(r#""b""#),
+            Ok(Messages::One("b".into()))
+        );
+        assert_eq!(
+            decode_websocket_message(r#"["a","b"]"#).map(Messages::into_vec),
+            Ok(strings(&["a", "b"]))
+        );
+        assert_eq!(
+            decode_websocket_message(r#"["a"]"#)
+                .map(Messages::into_iter)
+                .map(Vec::from_iter),
+            Ok(strings(&["a"]))
+        );
+        assert_eq!(decode_websocket_message(""), Ok(Messages::default()));
         assert_eq!(
             decode_websocket_message(r#"["a"#),
             Err(InboundError::BrokenJson)

@@ -609,15 +609,14 @@ impl Session {
 
     /// Messages from the client, for the application, in order. Callers check
     /// [`Session::check_inbound_room`] first; a closed session drops them.
-    pub fn handle_inbound(&mut self, messages: Vec<String>) {
+    pub fn handle_inbound(&mut self, messages: impl IntoIterator<Item = String>) {
         if self.closure.is_some() {
             return;
         }
-        let cost = messages_cost(&messages);
-        self.inbound_bytes += cost;
-        self.traffic.messages_in += messages.len() as u64;
-        self.traffic.bytes_in += (cost - messages.len() * MESSAGE_OVERHEAD) as u64;
         for message in messages {
+            self.inbound_bytes += message_cost(message.len());
+            self.traffic.messages_in += 1;
+            self.traffic.bytes_in += message.len() as u64;
             self.inbound.push_back(message);
         }
     }

@@ -7,7 +7,9 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// What a session's waiters wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,12 +212,84 @@ impl<F: Future> Future for RepolledUntilIdle<F> {
     }
 }
 
+/// A future run inside another task's poll (a WebSocket connection runs its
+/// application's handler so) that is polled again only once something woke
+/// it: the connection looks at everything it waits for on every pass, and
+/// most passes have nothing for the handler.
+pub(crate) struct PolledWhenWoken<F> {
+    future: F,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    /// The task that runs the future: always the same one, as the future
+    /// is part of that task's own.
+    task: OnceLock<Waker>,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        // A task woken while it runs looks at the flag before it waits.
+        if let Some(task) = self.task.get() {
+            if !is_being_polled(task) {
+                task.wake_by_ref();
+            }
+        }
+    }
+}
+
+impl<F> PolledWhenWoken<F> {
+    pub fn new(future: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: OnceLock::new(),
+        });
+        PolledWhenWoken {
+            future,
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for PolledWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // A future that wakes itself as it runs gets one more turn here,
+        // then waits for the task's next poll.
+        for _ in 0..2 {
+            if !this.flag.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            this.flag.task.get_or_init(|| cx.waker().clone());
+            let poll =
+                std::pin::Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker));
+            if poll.is_ready() {
+                return poll;
+            }
+        }
+        if this.flag.woken.load(Ordering::Acquire) {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::atomic::AtomicUsize;
 
     struct CountingWaker(AtomicUsize);
 
@@ -290,5 +364,51 @@ mod tests {
             woken_early, MAX_EXTRA_WAITERS,
             "the overflow woke them to look again"
         );
+    }
+
+    /// A pending future that counts its polls, keeps the waker it was
+    /// given, and wakes itself when `wake_itself` says so.
+    fn counted_future(
+        polls: Rc<Cell<usize>>,
+        given: Rc<RefCell<Option<Waker>>>,
+        wake_itself: bool,
+    ) -> impl Future<Output = ()> + Unpin {
+        std::future::poll_fn(move |cx| {
+            polls.set(polls.get() + 1);
+            *given.borrow_mut() = Some(cx.waker().clone());
+            if wake_itself {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+    }
+
+    #[test]
+    fn a_future_is_polled_again_only_once_woken_and_its_wake_reaches_the_task() {
+        let (counter, task) = waker();
+        let mut cx = Context::from_waker(&task);
+        let (polls, given) = (Rc::new(Cell::new(0)), Rc::new(RefCell::new(None)));
+        let mut future = PolledWhenWoken::new(counted_future(polls.clone(), given.clone(), false));
+        assert!(std::pin::Pin::new(&mut future).poll(&mut cx).is_pending());
+        assert!(std::pin::Pin::new(&mut future).poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 1, "not woken: not polled");
+        given.borrow().as_ref().unwrap().wake_by_ref();
+        assert_eq!(wakes(&counter), 1, "the task is woken");
+        assert!(std::pin::Pin::new(&mut future).poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 2);
+    }
+
+    #[test]
+    fn a_future_that_wakes_itself_gets_one_more_turn_then_the_task_comes_back() {
+        let (counter, task) = waker();
+        let mut cx = Context::from_waker(&task);
+        let (polls, given) = (Rc::new(Cell::new(0)), Rc::new(RefCell::new(None)));
+        let mut future = PolledWhenWoken::new(counted_future(polls.clone(), given, true));
+        // As inside a connection's poll: the wakes find the task running.
+        BEING_POLLED.with_borrow_mut(|polled| *polled = Some(task.clone()));
+        assert!(std::pin::Pin::new(&mut future).poll(&mut cx).is_pending());
+        BEING_POLLED.with_borrow_mut(|polled| *polled = None);
+        assert_eq!(polls.get(), 2);
+        assert_eq!(wakes(&counter), 1, "still woken: the task must come back");
     }
 }

@@ -83,9 +83,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Gated<T> {
             let result = Pin::new(&mut self.inner).poll_read(cx, buf);
             (result, buf.filled().len() - before)
         } else {
-            let mut limited = ReadBuf::new(buf.initialize_unfilled_to(room));
+            // A view of the first `room` bytes of what is left, not zeroed
+            // first (as tokio's `Take` reads).
+            let mut limited = buf.take(room);
+            let start = limited.filled().as_ptr();
             let result = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+            assert_eq!(
+                start,
+                limited.filled().as_ptr(),
+                "the reader swapped the buffer"
+            );
             let n = limited.filled().len();
+            // SAFETY: the reader filled, and so initialized, these `n` bytes.
+            unsafe { buf.assume_init(n) };
             buf.advance(n);
             (result, n)
         };

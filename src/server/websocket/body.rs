@@ -31,6 +31,11 @@ const MAX_CLOSE_REASON_BYTES: usize = 123;
 pub(super) struct FrameBody {
     shared: Arc<SharedSession>,
     id: ReceiverId,
+    writer: Writer,
+}
+
+/// The bytes on their way out, apart from the session they come from.
+struct Writer {
     framing: Framing,
     buffer: BytesMut,
     ended: bool,
@@ -41,12 +46,16 @@ impl FrameBody {
         FrameBody {
             shared,
             id,
-            framing,
-            buffer: BytesMut::new(),
-            ended: false,
+            writer: Writer {
+                framing,
+                buffer: BytesMut::new(),
+                ended: false,
+            },
         }
     }
+}
 
+impl Writer {
     /// Writes what the reader asked for; true once the output must end.
     fn write_control(&mut self, control: WebsocketControl) -> bool {
         if let Some(payload) = control.pong {
@@ -120,26 +129,25 @@ impl MessageBody for FrameBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Infallible>>> {
-        let this = self.get_mut();
+        let FrameBody { shared, id, writer } = self.get_mut();
         loop {
-            if this.ended {
+            if writer.ended {
                 // Only an abandoned output ends with nothing left to write.
-                return match this.buffer.is_empty() {
+                return match writer.buffer.is_empty() {
                     true => Poll::Ready(None),
-                    false => Poll::Ready(Some(Ok(this.take_chunk()))),
+                    false => Poll::Ready(Some(Ok(writer.take_chunk()))),
                 };
             }
-            let shared = this.shared.clone();
             let mut core = shared.core.lock();
             if let Some(control) = core.websocket_control.take() {
-                this.ended = this.write_control(*control);
-                if this.ended {
+                writer.ended = writer.write_control(*control);
+                if writer.ended {
                     continue;
                 }
             }
-            let Some((delivery, to_wake)) = core.take_delivery(this.id) else {
-                if !this.buffer.is_empty() {
-                    return Poll::Ready(Some(Ok(this.take_chunk())));
+            let Some((delivery, to_wake)) = core.take_delivery(*id) else {
+                if !writer.buffer.is_empty() {
+                    return Poll::Ready(Some(Ok(writer.take_chunk())));
                 }
                 core.waiters.register(Event::Frames, cx.waker());
                 return Poll::Pending;
@@ -149,9 +157,9 @@ impl MessageBody for FrameBody {
             if let Frame::Messages(messages) = &delivery.frame {
                 shared.metrics.messages_out(messages);
             }
-            this.ended = this.write_frame(delivery.frame) || delivery.end;
-            if !this.buffer.is_empty() {
-                return Poll::Ready(Some(Ok(this.take_chunk())));
+            writer.ended = writer.write_frame(delivery.frame) || delivery.end;
+            if !writer.buffer.is_empty() {
+                return Poll::Ready(Some(Ok(writer.take_chunk())));
             }
         }
     }

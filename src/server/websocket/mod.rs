@@ -22,14 +22,15 @@ use self::body::FrameBody;
 use self::payload::{is_too_large, limit_frames};
 use super::connection::{abort_after, AbortHandle};
 use super::shared::SharedSession;
-use super::waiting::{Event, RepolledUntilIdle, ToWake};
+use super::waiting::{Event, PolledWhenWoken, RepolledUntilIdle, ToWake};
 use super::websocket_control::{WebsocketControl, WriterEnd};
 use super::{text_response, ServiceState, SessionSlot};
+use crate::protocol::inbound::{self, Messages};
+use crate::protocol::route;
 use crate::protocol::session::{
     messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
     CLOSE_GRACE,
 };
-use crate::protocol::{inbound, route};
 
 /// How frames and messages travel over the WebSocket.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ pub async fn open(
         _slot: slot,
     };
     actix_rt::spawn(RepolledUntilIdle::new(
-        connection.run(stream, application.fuse()),
+        connection.run(stream, PolledWhenWoken::new(application).fuse()),
     ));
     response
 }
@@ -160,11 +161,11 @@ impl Connection {
     fn run(
         mut self,
         mut stream: actix_ws::AggregatedMessageStream,
-        mut application: Fuse<Pin<Box<dyn Future<Output = ()>>>>,
+        mut application: Fuse<PolledWhenWoken<Pin<Box<dyn Future<Output = ()>>>>>,
     ) -> impl Future<Output = ()> {
         async move {
             let shared = self.shared.clone();
-            let mut waiting_inbound: Option<(Vec<String>, usize)> = None;
+            let mut waiting_inbound: Option<(Messages, usize)> = None;
             let mut clock = Clock::new();
             let end = loop {
                 // Counts seen before the session is looked at: whatever happens
@@ -239,7 +240,7 @@ impl Connection {
     fn handle_message(
         &mut self,
         message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
-    ) -> Result<Option<(Vec<String>, usize)>, End> {
+    ) -> Result<Option<(Messages, usize)>, End> {
         self.awaiting_pong = false;
         let messages = match message {
             None => return Err(End::Interrupted(None)),
@@ -253,7 +254,7 @@ impl Connection {
                 return Err(End::Interrupted(Some(code.into())));
             }
             Some(Ok(AggregatedMessage::Text(text))) => match self.framing {
-                Framing::Raw => vec![text.to_string()],
+                Framing::Raw => Messages::One(String::from(&*text)),
                 Framing::Sockjs => match inbound::decode_websocket_message(&text) {
                     Ok(messages) => messages,
                     Err(error) => {
@@ -289,19 +290,19 @@ impl Connection {
                 return Err(End::ClientClosed);
             }
         };
-        if messages.is_empty() {
+        if messages.as_slice().is_empty() {
             return Ok(None);
         }
-        let cost = messages_cost(&messages);
+        let cost = messages_cost(messages.as_slice());
         Ok(self.offer_inbound(messages, cost))
     }
 
     /// Hands messages to the application, or keeps them while its queue is full.
-    fn offer_inbound(&self, messages: Vec<String>, cost: usize) -> Option<(Vec<String>, usize)> {
+    fn offer_inbound(&self, messages: Messages, cost: usize) -> Option<(Messages, usize)> {
         self.shared
             .change(|core| match core.check_inbound_room(cost) {
                 Ok(()) => {
-                    self.shared.metrics.messages_in(&messages);
+                    self.shared.metrics.messages_in(messages.as_slice());
                     core.handle_inbound(messages);
                     (None, core.waiters.happened(Event::Inbound))
                 }
