@@ -482,7 +482,9 @@ impl Session {
             self.count_out(count, self.queued_bytes);
             self.queued_bytes = 0;
             self.queued_since = None;
-            return self.outgoing.drain(..).collect();
+            // The queue's own buffer becomes the batch, without a copy; an
+            // idle session then holds no queue buffer at all.
+            return Vec::from(std::mem::take(&mut self.outgoing));
         }
         let mut taken = 0;
         let mut cost = 0;

@@ -167,16 +167,24 @@ impl Connection {
             let shared = self.shared.clone();
             let mut waiting_inbound: Option<(Messages, usize)> = None;
             let mut clock = Clock::new();
+            // `Event::Deadline`'s count when the clock was last armed.
+            let mut armed_at_count = None;
             let end = loop {
                 // Counts seen before the session is looked at: whatever happens
                 // from here on ends the wait below.
                 let (attached, deadline_seen, room_seen) = {
                     let mut core = shared.core.lock();
-                    // A WebSocket session drives its own deadlines: no timer task per connection.
-                    clock.arm(core.poll_timeout(Instant::now()));
+                    let deadline_seen = core.waiters.count(Event::Deadline);
+                    // A WebSocket session drives its own deadlines: no timer
+                    // task per connection. They are asked for again only
+                    // once the armed one fired or one may have moved earlier.
+                    if !clock.is_armed() || armed_at_count != Some(deadline_seen) {
+                        clock.arm(core.poll_timeout(Instant::now()));
+                        armed_at_count = Some(deadline_seen);
+                    }
                     (
                         core.has_receiver(),
-                        core.waiters.count(Event::Deadline),
+                        deadline_seen,
                         core.waiters.count(Event::InboundRoom),
                     )
                 };
@@ -375,6 +383,10 @@ impl Clock {
                 self.registered = false;
             }
         }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed.is_some()
     }
 
     /// Completes when the armed deadline passes; never if none is armed.
