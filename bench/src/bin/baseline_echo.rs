@@ -1,7 +1,7 @@
 //! `baseline-echo`: a bare actix-ws echo server, no SockJS at all.
 //!
-//! It stands for the ceiling of the gateway's own stack (actix-web + actix-ws,
-//! same versions, same release profile, same `HttpServer` settings): every
+//! It stands for the ceiling of the gateway's own stack (the same actix-web,
+//! release profile and `HttpServer` settings, on the current actix-ws): every
 //! path upgrades to a WebSocket that echoes each text message as it is. The
 //! load generator compares the gateway against it scenario by scenario.
 //!
