@@ -482,8 +482,8 @@ impl Session {
             self.count_out(count, self.queued_bytes);
             self.queued_bytes = 0;
             self.queued_since = None;
-            // The queue's own buffer becomes the batch, without a copy; an
-            // idle session then holds no queue buffer at all.
+            // The queue's own buffer becomes the batch (no allocation, at
+            // most a move in place); an idle session then holds none.
             return Vec::from(std::mem::take(&mut self.outgoing));
         }
         let mut taken = 0;
