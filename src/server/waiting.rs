@@ -235,7 +235,7 @@ impl Wake for WakeFlag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        self.woken.store(true, Ordering::SeqCst);
         // A task woken while it runs looks at the flag before it waits.
         if let Some(task) = self.task.get() {
             if !is_being_polled(task) {
@@ -281,6 +281,52 @@ impl<F: Future + Unpin> Future for PolledWhenWoken<F> {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+/// A waker that only raises a flag: a connection registers it with the
+/// session for an event once, then looks at the flag, not the session, on
+/// every pass. The wake reaches the task unless the task is running, and a
+/// running task looks at the flag before it waits.
+pub(crate) struct Signal {
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+}
+
+impl Signal {
+    pub fn new() -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(false),
+            task: OnceLock::new(),
+        });
+        Signal {
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+
+    /// The waker to register with the session.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    /// Completes once per wake of [`Signal::waker`] since it last completed.
+    pub fn raised(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            // Most passes find it down: a load, not a write.
+            if self.flag.woken.load(Ordering::SeqCst) {
+                self.flag.woken.store(false, Ordering::SeqCst);
+                return Poll::Ready(());
+            }
+            if self.flag.task.get().is_none() {
+                self.flag.task.get_or_init(|| cx.waker().clone());
+                // A wake from another thread before the task was known.
+                if self.flag.woken.swap(false, Ordering::SeqCst) {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
     }
 }
 
@@ -410,5 +456,24 @@ mod tests {
         BEING_POLLED.with_borrow_mut(|polled| *polled = None);
         assert_eq!(polls.get(), 2);
         assert_eq!(wakes(&counter), 1, "still woken: the task must come back");
+    }
+
+    #[test]
+    fn a_signal_completes_once_per_wake_and_a_wake_from_outside_reaches_the_task() {
+        let (counter, task) = waker();
+        let mut cx = Context::from_waker(&task);
+        let signal = Signal::new();
+        let poll = |cx: &mut Context<'_>| std::pin::pin!(signal.raised()).poll(cx);
+        assert!(poll(&mut cx).is_pending(), "not raised yet");
+        signal.waker().wake_by_ref();
+        assert_eq!(wakes(&counter), 1, "the task is woken");
+        assert!(poll(&mut cx).is_ready());
+        assert!(poll(&mut cx).is_pending(), "once per wake");
+        // Woken while the task runs: no wake, the flag is seen on this pass.
+        BEING_POLLED.with_borrow_mut(|polled| *polled = Some(task.clone()));
+        signal.waker().wake_by_ref();
+        BEING_POLLED.with_borrow_mut(|polled| *polled = None);
+        assert_eq!(wakes(&counter), 1);
+        assert!(poll(&mut cx).is_ready());
     }
 }

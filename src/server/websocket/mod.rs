@@ -22,7 +22,7 @@ use self::body::FrameBody;
 use self::payload::{is_too_large, limit_frames};
 use super::connection::{abort_after, AbortHandle};
 use super::shared::SharedSession;
-use super::waiting::{Event, PolledWhenWoken, RepolledUntilIdle, ToWake};
+use super::waiting::{Event, PolledWhenWoken, RepolledUntilIdle, Signal, ToWake};
 use super::websocket_control::{WebsocketControl, WriterEnd};
 use super::{text_response, ServiceState, SessionSlot};
 use crate::protocol::inbound::{self, Messages};
@@ -167,29 +167,27 @@ impl Connection {
             let shared = self.shared.clone();
             let mut waiting_inbound: Option<(Messages, usize)> = None;
             let mut clock = Clock::new();
-            // `Event::Deadline`'s count when the clock was last armed.
-            let mut armed_at_count = None;
+            // Raised when a deadline may have moved earlier, or the body
+            // took the session's last frame.
+            let deadline = Signal::new();
+            // Whether the session must be looked at again; a pass that
+            // only carried a message need not.
+            let mut look = true;
+            let mut room_seen = 0;
             let end = loop {
-                // Counts seen before the session is looked at: whatever happens
-                // from here on ends the wait below.
-                let (attached, deadline_seen, room_seen) = {
+                if look || waiting_inbound.is_some() {
+                    look = false;
                     let mut core = shared.core.lock();
-                    let deadline_seen = core.waiters.count(Event::Deadline);
                     // A WebSocket session drives its own deadlines: no timer
-                    // task per connection. They are asked for again only
-                    // once the armed one fired or one may have moved earlier.
-                    if !clock.is_armed() || armed_at_count != Some(deadline_seen) {
-                        clock.arm(core.poll_timeout(Instant::now()));
-                        armed_at_count = Some(deadline_seen);
+                    // task per connection.
+                    clock.arm(core.poll_timeout(Instant::now()));
+                    core.waiters.register(Event::Deadline, deadline.waker());
+                    // Seen before the offer below: room made after it ends the wait.
+                    room_seen = core.waiters.count(Event::InboundRoom);
+                    // The receiver goes only with a close, which raises the signal.
+                    if !core.has_receiver() {
+                        break End::Closed;
                     }
-                    (
-                        core.has_receiver(),
-                        deadline_seen,
-                        core.waiters.count(Event::InboundRoom),
-                    )
-                };
-                if !attached {
-                    break End::Closed;
                 }
                 if let Some((messages, cost)) = waiting_inbound.take() {
                     waiting_inbound = self.offer_inbound(messages, cost);
@@ -198,13 +196,12 @@ impl Connection {
                     biased;
                     _ = &mut application => {}
                     _ = clock.fired() => {
+                        look = true;
                         if let Some(end) = self.handle_timeout() {
                             break end;
                         }
                     }
-                    // The body took the close frame, or a send from another
-                    // task moved a deadline earlier.
-                    _ = shared.changed(Event::Deadline, deadline_seen) => {}
+                    _ = deadline.raised() => look = true,
                     _ = shared.changed(Event::InboundRoom, room_seen), if waiting_inbound.is_some() => {}
                     message = stream.recv(), if waiting_inbound.is_none() => {
                         match self.handle_message(message) {
@@ -383,10 +380,6 @@ impl Clock {
                 self.registered = false;
             }
         }
-    }
-
-    fn is_armed(&self) -> bool {
-        self.armed.is_some()
     }
 
     /// Completes when the armed deadline passes; never if none is armed.
