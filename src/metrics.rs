@@ -75,6 +75,7 @@ struct Families {
     heartbeat_timeouts: Family<ServiceLabels, Counter>,
     info_latency: Family<ServiceLabels, Histogram>,
     http_responses: Family<StatusLabels, Counter>,
+    responses_by_status: Resolved<u16, Counter>,
     relay_connects: Family<ServiceLabels, Counter>,
     relay_failures: Family<StageLabels, Counter>,
     relay_connect_latency: Family<ServiceLabels, Histogram>,
@@ -101,6 +102,7 @@ impl Default for Metrics {
             heartbeat_timeouts: Family::default(),
             info_latency: Family::new_with_constructor(info_latency_constructor),
             http_responses: Family::default(),
+            responses_by_status: Resolved::default(),
             relay_connects: Family::default(),
             relay_failures: Family::default(),
             relay_connect_latency: Family::new_with_constructor(relay_latency_constructor),
@@ -225,12 +227,14 @@ impl Metrics {
 
     /// Counts one HTTP response by status (for a middleware).
     pub fn count_response(&self, status: u16) {
-        self.inner
-            .http_responses
-            .get_or_create(&StatusLabels {
+        let f = &self.inner;
+        let counter = f.responses_by_status.get(status, || {
+            let labels = StatusLabels {
                 status: status.to_string(),
-            })
-            .inc();
+            };
+            f.http_responses.get_or_create(&labels).clone()
+        });
+        counter.inc();
     }
 
     pub(crate) fn for_service(&self, service: &str) -> ServiceMetrics {
@@ -261,6 +265,8 @@ impl Metrics {
             dropped,
             heartbeat_timeouts,
             queued_bytes,
+            by_transport: Arc::default(),
+            by_close: Arc::default(),
         }
     }
 
@@ -335,43 +341,56 @@ pub(crate) struct ServiceMetrics {
     pub dropped: Counter,
     pub heartbeat_timeouts: Counter,
     pub queued_bytes: Gauge,
+    /// `sessions_opened` and `sessions_open` of each transport.
+    by_transport: Arc<Resolved<&'static str, (Counter, Gauge)>>,
+    /// `sessions_closed` of each close reason and code.
+    by_close: Arc<Resolved<(&'static str, Option<u16>), Counter>>,
 }
 
 impl ServiceMetrics {
-    fn transport(&self, transport: &str) -> TransportLabels {
-        TransportLabels {
-            service: self.service.clone(),
-            transport: transport.to_owned(),
-        }
-    }
-
-    pub fn session_opened(&self, transport: &str) {
-        let labels = self.transport(transport);
-        let f = &self.metrics.inner;
-        f.sessions_opened.get_or_create(&labels).inc();
-        f.sessions_open.get_or_create(&labels).inc();
-    }
-
-    pub fn session_closed(&self, transport: &str, reason: Option<&CloseReason>) {
-        let f = &self.metrics.inner;
-        f.sessions_open
-            .get_or_create(&self.transport(transport))
-            .dec();
-        let (reason, code) = match reason {
-            Some(CloseReason::Application { code, .. }) => ("application", code.to_string()),
-            Some(CloseReason::Client { code, .. }) => ("client", code.to_string()),
-            Some(CloseReason::Interrupted) => ("interrupted", "1002".to_owned()),
-            Some(CloseReason::Timeout) => ("timeout", String::new()),
-            Some(CloseReason::SendTimeout) => ("send_timeout", "4008".to_owned()),
-            None => ("unknown", String::new()),
-        };
-        f.sessions_closed
-            .get_or_create(&CloseLabels {
+    /// The opened counter and the open gauge of `transport`.
+    fn transport_handles(&self, transport: &'static str) -> (Counter, Gauge) {
+        let families = &self.metrics.inner;
+        self.by_transport.get(transport, || {
+            let labels = TransportLabels {
                 service: self.service.clone(),
-                reason: reason.to_owned(),
-                code,
-            })
-            .inc();
+                transport: transport.to_owned(),
+            };
+            let opened = families.sessions_opened.get_or_create(&labels).clone();
+            let open = families.sessions_open.get_or_create(&labels).clone();
+            (opened, open)
+        })
+    }
+
+    pub fn session_opened(&self, transport: &'static str) {
+        let (opened, open) = self.transport_handles(transport);
+        opened.inc();
+        open.inc();
+    }
+
+    pub fn session_closed(&self, transport: &'static str, reason: Option<&CloseReason>) {
+        self.transport_handles(transport).1.dec();
+        let key = match reason {
+            Some(CloseReason::Application { code, .. }) => ("application", Some(*code)),
+            Some(CloseReason::Client { code, .. }) => ("client", Some(*code)),
+            Some(CloseReason::Interrupted) => ("interrupted", Some(1002)),
+            Some(CloseReason::Timeout) => ("timeout", None),
+            Some(CloseReason::SendTimeout) => ("send_timeout", Some(4008)),
+            None => ("unknown", None),
+        };
+        let closed = self.by_close.get(key, || {
+            let labels = CloseLabels {
+                service: self.service.clone(),
+                reason: key.0.to_owned(),
+                code: key.1.map(|code| code.to_string()).unwrap_or_default(),
+            };
+            self.metrics
+                .inner
+                .sessions_closed
+                .get_or_create(&labels)
+                .clone()
+        });
+        closed.inc();
     }
 
     pub fn info_answered(&self, seconds: f64) {
@@ -455,10 +474,80 @@ impl ServiceMetrics {
     }
 }
 
+/// Metric handles resolved once per label set: a session's open and close
+/// and a response's status then cost a short scan and an atomic add, not
+/// label strings built, hashed and looked up under the family's lock. The
+/// first [`RESOLVED_SETS`] label sets are kept (a client picks its close
+/// code, so there could be thousands); any later one goes to the family.
+struct Resolved<K, M> {
+    handles: Mutex<Vec<(K, M)>>,
+}
+
+const RESOLVED_SETS: usize = 32;
+
+impl<K, M> Default for Resolved<K, M> {
+    fn default() -> Self {
+        Resolved {
+            handles: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<K: Copy + PartialEq, M: Clone> Resolved<K, M> {
+    /// The handle of `key`, made by `resolve` the first time.
+    fn get(&self, key: K, resolve: impl FnOnce() -> M) -> M {
+        let mut handles = self.handles.lock();
+        if let Some((_, handle)) = handles.iter().find(|(k, _)| *k == key) {
+            return handle.clone();
+        }
+        let handle = resolve();
+        if handles.len() < RESOLVED_SETS {
+            handles.push((key, handle.clone()));
+        }
+        handle
+    }
+}
+
 /// VmRSS from /proc/self/status, where there is one.
 fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_by_client(metrics: &Metrics, code: u16) -> Option<u64> {
+        let line = format!(
+            "sockjs_sessions_closed_total{{service=\"/echo\",reason=\"client\",code=\"{code}\"}} "
+        );
+        let text = metrics.render();
+        let value = text.lines().find_map(|l| l.strip_prefix(line.as_str()))?;
+        value.trim().parse().ok()
+    }
+
+    #[test]
+    fn label_sets_past_the_resolved_ones_are_counted_all_the_same() {
+        let metrics = Metrics::default();
+        let service = metrics.for_service("/echo");
+        let codes: Vec<u16> = (0..RESOLVED_SETS as u16 + 8).map(|i| 4000 + i).collect();
+        for _ in 0..2 {
+            for &code in &codes {
+                service.session_opened("websocket");
+                let reason = CloseReason::Client {
+                    code,
+                    reason: String::new(),
+                };
+                service.session_closed("websocket", Some(&reason));
+            }
+        }
+        for &code in &codes {
+            assert_eq!(closed_by_client(&metrics, code), Some(2), "code {code}");
+        }
+        let open = "sockjs_sessions_open{service=\"/echo\",transport=\"websocket\"} 0";
+        assert!(metrics.render().lines().any(|l| l == open));
+    }
 }

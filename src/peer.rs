@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderName;
+
 use crate::admission::SessionData;
 
 /// What the application may know about the client that opened a session.
@@ -11,7 +13,7 @@ use crate::admission::SessionData;
 pub struct Peer {
     pub(crate) transport: &'static str,
     pub(crate) remote_addr: Option<SocketAddr>,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) path: Arc<str>,
     pub(crate) query: String,
     pub(crate) client_ip: Option<IpAddr>,
@@ -34,7 +36,7 @@ impl fmt::Debug for Peer {
 impl Peer {
     /// The transport that opened the session: `websocket`, `websocket-raw`,
     /// `xhr-polling`, `xhr-streaming`, `eventsource`, `htmlfile` or `jsonp-polling`.
-    pub fn transport(&self) -> &str {
+    pub fn transport(&self) -> &'static str {
         self.transport
     }
 
@@ -60,7 +62,7 @@ impl Peer {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 

@@ -9,12 +9,14 @@
 //! `on_connect_ext`) lets the sessions drop such connections
 //! [`CLOSE_GRACE`](crate::protocol::session::CLOSE_GRACE) after giving up on them.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_rt::net::{ActixStream, TcpStream};
 use parking_lot::Mutex;
@@ -202,14 +204,118 @@ impl ActixStream for AbortableStream {
 }
 
 /// Drops the connection `grace` from now unless it has ended by then.
+///
+/// Most connections end within moments, so this costs no task and no timer
+/// of its own: the handle joins its worker's list of connections due, which
+/// one task per worker walks as their times come.
 pub(crate) fn abort_after(handle: Option<AbortHandle>, grace: Duration) {
-    if let Some(handle) = handle.filter(AbortHandle::is_alive) {
-        actix_rt::spawn(async move {
-            tokio::time::sleep(grace).await;
+    let Some(handle) = handle.filter(AbortHandle::is_alive) else {
+        return;
+    };
+    let due = Instant::now() + grace;
+    let start_reaper = DUE.with(|list| {
+        let mut list = list.borrow_mut();
+        // With one grace for all, each comes due last.
+        if list.handles.back().is_none_or(|(at, _)| *at <= due) {
+            list.handles.push_back((due, handle));
+        } else {
+            let at = list.handles.partition_point(|(at, _)| *at <= due);
+            list.handles.insert(at, (due, handle));
+        }
+        !std::mem::replace(&mut list.reaping, true)
+    });
+    if start_reaper {
+        actix_rt::spawn(reap());
+    }
+}
+
+/// One worker's connections given up on, by the time each is dropped.
+#[derive(Default)]
+struct DueList {
+    handles: VecDeque<(Instant, AbortHandle)>,
+    /// A [`reap`] task runs on this worker.
+    reaping: bool,
+}
+
+thread_local! {
+    static DUE: RefCell<DueList> = RefCell::default();
+}
+
+/// Drops each listed connection still alive at its time; ends when the list
+/// is empty, and the next [`abort_after`] starts it again.
+async fn reap() {
+    // Clears `reaping` however the task ends (its runtime may stop first).
+    struct Reaping;
+    impl Drop for Reaping {
+        fn drop(&mut self) {
+            let _ = DUE.try_with(|list| list.borrow_mut().reaping = false);
+        }
+    }
+    let _reaping = Reaping;
+    loop {
+        let now = Instant::now();
+        let (expired, next) = DUE.with(|list| {
+            let mut list = list.borrow_mut();
+            let mut expired = Vec::new();
+            while list.handles.front().is_some_and(|(at, _)| *at <= now) {
+                expired.extend(list.handles.pop_front().map(|(_, handle)| handle));
+            }
+            (expired, list.handles.front().map(|(at, _)| *at))
+        });
+        for handle in expired {
             if handle.is_alive() {
-                log::debug!("a given-up client's connection did not end within {grace:?}; dropped");
+                log::debug!("a given-up client's connection did not end in its grace; dropped");
                 handle.abort();
             }
-        });
+        }
+        match next {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream as ClientStream};
+
+    /// Our side of a loopback connection, wrapped, and the client's side.
+    async fn connection() -> (AbortableStream, ClientStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = ClientStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (AbortableStream::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// Waits (at most 5 s) for the client to see its connection end.
+    async fn ended(client: &mut ClientStream) -> bool {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await;
+        matches!(read, Ok(Ok(0) | Err(_)))
+    }
+
+    #[actix_rt::test]
+    async fn connections_given_up_on_are_dropped_each_when_it_comes_due() {
+        let (late, mut late_client) = connection().await;
+        let (early, mut early_client) = connection().await;
+        abort_after(Some(late.handle()), Duration::from_secs(2));
+        abort_after(Some(early.handle()), Duration::from_millis(50));
+        assert!(ended(&mut early_client).await, "the early one is dropped");
+        let mut byte = [0u8; 1];
+        let still_open = late_client.try_read(&mut byte);
+        assert!(
+            matches!(&still_open, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "the late one is not dropped with it: {still_open:?}"
+        );
+        assert!(
+            ended(&mut late_client).await,
+            "the late one is dropped in its turn"
+        );
+        // The list is empty again: a later one starts the walk anew.
+        let (again, mut again_client) = connection().await;
+        abort_after(Some(again.handle()), Duration::from_millis(50));
+        assert!(ended(&mut again_client).await, "a later one is dropped too");
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::{Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
@@ -49,6 +49,9 @@ pub(crate) type Handler = Arc<dyn Fn(Session) -> LocalBoxFuture<'static, ()> + S
 /// A session keeps the `session_config` it started with.
 pub(crate) struct Configured {
     pub options: Options,
+    /// `options.peer_headers`, parsed once (a name that is no header name
+    /// can match no header and is left out).
+    pub peer_headers: Vec<HeaderName>,
     pub session_config: Arc<SessionConfig>,
     pub iframe: pages::IframePage,
 }
@@ -56,6 +59,11 @@ pub(crate) struct Configured {
 impl Configured {
     fn new(options: Options) -> Self {
         Configured {
+            peer_headers: options
+                .peer_headers
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
             session_config: Arc::new(options.session_config()),
             iframe: pages::IframePage::new(&options.sockjs_url, &options.origins),
             options,
@@ -268,7 +276,7 @@ impl ServiceState {
         let peer = Peer {
             transport,
             remote_addr: req.peer_addr(),
-            headers: allowed_headers(req.headers(), &options.peer_headers),
+            headers: allowed_headers(req.headers(), &current.peer_headers),
             path: self.path.clone(),
             query: req.query_string().to_owned(),
             client_ip: client_ip(options, req),
@@ -360,20 +368,17 @@ struct Opened {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.state.live.lock().remove(&self.session.connection_id);
+        let peer = &self.session.peer;
+        let observed = self.state.on_session_end.as_ref().zip(self.opened.take());
         let (reason, traffic, closed_at) = {
             let core = self.session.core.lock();
-            (
-                core.close_reason().cloned(),
-                core.traffic(),
-                core.closed_at(),
-            )
+            let reason = core.close_reason();
+            self.state.metrics.session_closed(peer.transport, reason);
+            // Only an observer needs the reason's text.
+            let reason = observed.as_ref().and_then(|_| reason.cloned());
+            (reason, core.traffic(), core.closed_at())
         };
-        let peer = &self.session.peer;
-        self.state
-            .metrics
-            .session_closed(peer.transport(), reason.as_ref());
-        let (Some(observer), Some(opened)) = (&self.state.on_session_end, self.opened.take())
-        else {
+        let Some((observer, opened)) = observed else {
             return;
         };
         let ended = closed_at.unwrap_or_else(Instant::now);
@@ -399,7 +404,7 @@ fn client_ip(options: &Options, req: &HttpRequest) -> Option<IpAddr> {
     Some(client_addr::client_ip(
         peer,
         &options.trusted_proxies,
-        header(header::HeaderName::from_static("x-forwarded-for")),
+        header(header::X_FORWARDED_FOR),
         header(header::FORWARDED),
     ))
 }
@@ -415,9 +420,9 @@ fn scheme(options: &Options, req: &HttpRequest) -> &'static str {
     });
     let forwarded = req
         .headers()
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| from_trusted_proxy);
+        .get(header::X_FORWARDED_PROTO)
+        .filter(|_| from_trusted_proxy)
+        .and_then(|v| v.to_str().ok());
     let secure = match forwarded {
         Some(proto) => proto.trim().eq_ignore_ascii_case("https"),
         None => req.app_config().secure(),
@@ -436,12 +441,12 @@ fn binding_key(options: &Options, req: &HttpRequest) -> Option<BindingKey> {
     })
 }
 
-fn allowed_headers(headers: &HeaderMap, allowed: &[String]) -> Vec<(String, String)> {
+fn allowed_headers(headers: &HeaderMap, allowed: &[HeaderName]) -> Vec<(HeaderName, String)> {
     allowed
         .iter()
         .filter_map(|name| {
-            let value = headers.get(name.as_str())?.to_str().ok()?;
-            Some((name.to_ascii_lowercase(), value.to_owned()))
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.clone(), value.to_owned()))
         })
         .collect()
 }
