@@ -268,6 +268,11 @@ pub struct Session {
     armed_deadline: Option<Instant>,
     /// A new deadline came before `armed_deadline`: the driver must look again.
     deadline_moved_earlier: bool,
+    /// The send deadline the driver was last asked to look again for, held
+    /// in `poll_timeout`'s answer until it passes even if the queue drains
+    /// first: the sends after it, whose deadlines come later, then need no
+    /// driver at all (a broadcast member's queue drains between messages).
+    send_deadline_woken: Option<Instant>,
     /// When the driver first saw the session closed.
     closed_at: Option<Instant>,
     dropped_messages: u64,
@@ -298,6 +303,7 @@ impl Session {
             queued_since: None,
             armed_deadline: None,
             deadline_moved_earlier: false,
+            send_deadline_woken: None,
             closed_at: None,
             dropped_messages: 0,
             traffic: Traffic::default(),
@@ -534,6 +540,7 @@ impl Session {
             if let Some(deadline) = self.send_deadline() {
                 if self.armed_deadline.is_none_or(|armed| deadline < armed) {
                     self.deadline_moved_earlier = true;
+                    self.send_deadline_woken = Some(deadline);
                 }
             }
         }
@@ -676,9 +683,10 @@ impl Session {
         TimeoutOutcome::Nothing
     }
 
-    /// When [`Session::handle_timeout`] must next be called. The driver
-    /// sleeps until then, or until [`Session::take_deadline_moved_earlier`] says
-    /// to ask again.
+    /// When [`Session::handle_timeout`] must next be called (at the latest:
+    /// a call at which nothing is due does nothing). The driver sleeps until
+    /// then, or until [`Session::take_deadline_moved_earlier`] says to ask
+    /// again.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         self.deadline_moved_earlier = false;
         if self.closure.is_some() && self.closed_at.is_none() {
@@ -691,11 +699,13 @@ impl Session {
                 (Some(_), None) => self.heartbeat_due,
                 _ => None,
             };
+            self.send_deadline_woken = self.send_deadline_woken.filter(|&at| at > now);
             [
                 heartbeat,
                 self.disconnect_at,
                 self.send_deadline(),
                 self.flush_deadline(),
+                self.send_deadline_woken,
             ]
             .into_iter()
             .flatten()
@@ -1238,7 +1248,7 @@ mod tests {
         s.send("x".into(), now).unwrap();
         s.poll_delivery(r, later);
         assert_eq!(s.handle_timeout(now + HEARTBEAT), TimeoutOutcome::Nothing);
-        assert_eq!(s.poll_timeout(now), Some(later + HEARTBEAT));
+        assert_eq!(s.poll_timeout(now + HEARTBEAT), Some(later + HEARTBEAT));
     }
 
     #[test]
@@ -1341,6 +1351,39 @@ mod tests {
             !s.take_deadline_moved_earlier(),
             "later than the armed deadline"
         );
+    }
+
+    #[test]
+    fn sends_after_a_drained_one_need_no_driver_until_its_deadline_passes() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT));
+        s.send("a".into(), now).unwrap();
+        assert!(s.take_deadline_moved_earlier());
+        // The receiver takes it before the driver looks.
+        s.poll_delivery(r, now);
+        let held = now + Duration::from_secs(10);
+        assert_eq!(
+            s.poll_timeout(now),
+            Some(held),
+            "held though the queue drained"
+        );
+        let mut at = now;
+        for _ in 0..4 {
+            at += Duration::from_millis(5);
+            s.send("b".into(), at).unwrap();
+            assert!(!s.take_deadline_moved_earlier(), "its deadline comes later");
+            s.poll_delivery(r, at);
+        }
+        assert_eq!(s.handle_timeout(held), TimeoutOutcome::Nothing);
+        assert_eq!(
+            s.poll_timeout(held),
+            Some(at + HEARTBEAT),
+            "let go once passed"
+        );
+        s.send("c".into(), held).unwrap();
+        assert!(s.take_deadline_moved_earlier(), "the next one asks again");
     }
 
     #[test]
