@@ -50,6 +50,10 @@ pub enum Overflow {
 /// single message costs more).
 pub const MAX_FRAME_BATCH_BYTES: usize = 64 * 1024;
 
+/// A written batch's buffer is reused by the queue only up to this many
+/// messages: a burst's large one is let go.
+const REUSED_BATCH_MESSAGES: usize = 16;
+
 /// What a queued message costs beyond its text, so that every bound counts
 /// memory and not what a message claims: an empty string is no free ride.
 /// It covers the `String` header (24 bytes) in its queue slot, the same
@@ -430,6 +434,16 @@ impl Session {
             }
     }
 
+    /// The emptied buffer of a batch the receiver has written, for the
+    /// outgoing queue to reuse when it has none: a busy session then needs
+    /// no allocation per batch, and an idle one holds one small buffer.
+    pub fn reuse_batch_buffer(&mut self, mut spent: Vec<OutMessage>) {
+        if self.outgoing.capacity() == 0 && spent.capacity() <= REUSED_BATCH_MESSAGES {
+            spent.clear();
+            self.outgoing = VecDeque::from(spent);
+        }
+    }
+
     /// The next frame for receiver `id`, if one is ready.
     pub fn poll_delivery(&mut self, id: ReceiverId, now: Instant) -> Option<Delivery> {
         if !self.has_delivery(id) {
@@ -489,7 +503,8 @@ impl Session {
             self.queued_bytes = 0;
             self.queued_since = None;
             // The queue's own buffer becomes the batch (no allocation, at
-            // most a move in place); an idle session then holds none.
+            // most a move in place), until the receiver gives it back
+            // (`reuse_batch_buffer`).
             return Vec::from(std::mem::take(&mut self.outgoing));
         }
         let mut taken = 0;
@@ -1384,6 +1399,38 @@ mod tests {
         );
         s.send("c".into(), held).unwrap();
         assert!(s.take_deadline_moved_earlier(), "the next one asks again");
+    }
+
+    #[test]
+    fn a_written_batch_buffer_is_queued_into_again_and_a_large_one_let_go() {
+        let (mut s, now) = session();
+        let r = attach(&mut s, ReceiverMode::Websocket, now);
+        s.poll_delivery(r, now);
+        s.send("a".into(), now).unwrap();
+        let Some(Delivery {
+            frame: Frame::Messages(batch),
+            ..
+        }) = s.poll_delivery(r, now)
+        else {
+            panic!("a batch");
+        };
+        assert_eq!(s.outgoing.capacity(), 0, "the queue gave its buffer away");
+        let buffer = batch.as_ptr();
+        s.reuse_batch_buffer(batch);
+        s.send("b".into(), now).unwrap();
+        s.send("c".into(), now).unwrap();
+        let Some(Delivery {
+            frame: Frame::Messages(batch),
+            ..
+        }) = s.poll_delivery(r, now)
+        else {
+            panic!("a batch");
+        };
+        assert_eq!(batch.as_ptr(), buffer, "the same buffer, no new one");
+        let texts: Vec<&str> = batch.iter().map(OutMessage::as_str).collect();
+        assert_eq!(texts, ["b", "c"]);
+        s.reuse_batch_buffer(Vec::with_capacity(REUSED_BATCH_MESSAGES + 1));
+        assert_eq!(s.outgoing.capacity(), 0, "a large buffer is not kept");
     }
 
     #[test]

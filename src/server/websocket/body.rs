@@ -15,6 +15,7 @@ use actix_web::web::{Bytes, BytesMut};
 
 use super::Framing;
 use crate::protocol::frame::Frame;
+use crate::protocol::message::OutMessage;
 use crate::protocol::session::ReceiverId;
 use crate::server::shared::SharedSession;
 use crate::server::waiting::Event;
@@ -39,6 +40,8 @@ struct Writer {
     framing: Framing,
     buffer: BytesMut,
     ended: bool,
+    /// The last batch's emptied buffer, given back to the session's queue.
+    spent: Option<Vec<OutMessage>>,
 }
 
 impl FrameBody {
@@ -50,6 +53,7 @@ impl FrameBody {
                 framing,
                 buffer: BytesMut::new(),
                 ended: false,
+                spent: None,
             },
         }
     }
@@ -77,9 +81,13 @@ impl Writer {
         match (self.framing, frame) {
             (Framing::Sockjs, frame) => {
                 put_text(buffer, frame.estimated_len(), |out| frame.encode_into(out));
-                if matches!(frame, Frame::Close { .. }) {
-                    write_close(buffer, Some(CloseCode::Normal.into()));
-                    return true;
+                match frame {
+                    Frame::Close { .. } => {
+                        write_close(buffer, Some(CloseCode::Normal.into()));
+                        return true;
+                    }
+                    Frame::Messages(messages) => self.keep_spent(messages),
+                    _ => {}
                 }
                 false
             }
@@ -95,6 +103,7 @@ impl Writer {
                         out.extend_from_slice(text.as_bytes())
                     });
                 }
+                self.keep_spent(messages);
                 false
             }
             (Framing::Raw, Frame::Close { code, reason }) => {
@@ -106,6 +115,12 @@ impl Writer {
                 true
             }
         }
+    }
+
+    /// A written batch: its messages go now, its buffer at the next look.
+    fn keep_spent(&mut self, mut messages: Vec<OutMessage>) {
+        messages.clear();
+        self.spent = Some(messages);
     }
 
     /// The buffered bytes as one chunk for the connection.
@@ -139,6 +154,9 @@ impl MessageBody for FrameBody {
                 };
             }
             let mut core = shared.core.lock();
+            if let Some(spent) = writer.spent.take() {
+                core.reuse_batch_buffer(spent);
+            }
             if let Some(control) = core.websocket_control.take() {
                 writer.ended = writer.write_control(*control);
                 if writer.ended {
