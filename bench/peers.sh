@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The peers beside the baseline, measured as bench/run.sh measures the
+# gateway: each server pinned to core 0 (one worker; node has one thread),
+# the load generator pinned to core 1, interleaved rounds of baseline,
+# gateway and sockjs-node 0.3.24 (its README's echo service at /echo),
+# ws-echo and raw-ws-echo at 1,000 sessions.
+#
+#   bench/peers.sh [--rounds R] [--out FILE]   (default 2, bench/peers-results.json; ~2 minutes once built)
+#
+# Needs Node.js and npm: sockjs 0.3.24 is installed from npm into
+# bench/peers/sockjs-node. A ratio is against the baseline's run of the same
+# round: by messages/s, or by server CPU per message when the generator's
+# core was saturated (as in bench/run.sh).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+ROUNDS=2
+OUT=bench/peers-results.json
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    *) echo "usage: bench/peers.sh [--rounds R] [--out FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+command -v node >/dev/null || { echo "peers: node is needed" >&2; exit 2; }
+
+REL="${CARGO_TARGET_DIR:-target}/release"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-peers.XXXXXX")"
+SERVER_PID=""
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+
+echo "peers: building (release; the baseline apart, as bench/run.sh does)..."
+cargo build --release -p sockjs-gateway --bin sockjs-gateway
+cargo build --release -p sockjs-bench --bin sockjs-load --bin baseline-echo
+if [[ ! -d bench/peers/sockjs-node/node_modules/sockjs ]]; then
+  (cd bench/peers/sockjs-node && npm ci --silent --no-audit --no-fund)
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# measure SERVER SCENARIO: one run, appended to $WORK/runs.jsonl.
+measure() {
+  local server=$1 scenario=$2 log="$WORK/$1.log" url="" load_as=(--server "$1")
+  local cmd=()
+  case $server in
+    gateway) cmd=("$REL/sockjs-gateway" --listen 127.0.0.1:0 --workers 1 --config bench/gateway.toml) ;;
+    baseline) cmd=("$REL/baseline-echo" --listen 127.0.0.1:0 --workers 1) ;;
+    # It speaks SockJS as the gateway does: the generator drives it as one.
+    sockjs-node) cmd=(node bench/peers/sockjs-node/server.js 0); load_as=(--server gateway --setup sockjs-node) ;;
+  esac
+  taskset -c 0 "${cmd[@]}" >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 300); do
+    url=$(grep -o -m1 'listening on http://127\.0\.0\.1:[0-9]*' "$log" | sed 's/^listening on //' || true)
+    [[ -n $url ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log" >&2; return 1; }
+    sleep 0.1
+  done
+  [[ -n $url ]] || { echo "peers: $server did not start within 30 s" >&2; return 1; }
+  taskset -c 1 "$REL/sockjs-load" run --url "$url" "${load_as[@]}" --scenario "$scenario" \
+    --sessions 1000 --server-pid "$SERVER_PID" --duration 8 --warmup 1 \
+    --out "$WORK/runs.jsonl" >/dev/null
+  stop_server
+}
+
+for scenario in ws-echo raw-ws-echo; do
+  for round in $(seq "$ROUNDS"); do
+    for server in baseline gateway sockjs-node; do
+      echo "peers: $scenario round $round: $server"
+      measure "$server" "$scenario"
+    done
+  done
+done
+
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+python3 - "$WORK/runs.jsonl" "$OUT" "$COMMIT" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+def name(r):
+    return r.get("setup") or r["server"]
+rows, out = [], {"commit": sys.argv[3], "sessions": 1000, "rounds": []}
+for scenario in ("ws-echo", "raw-ws-echo"):
+    these = [r for r in runs if r["scenario"] == scenario]
+    # Runs come in rounds of three: baseline, gateway, sockjs-node.
+    for i in range(0, len(these), 3):
+        base = these[i]
+        for r in these[i + 1:i + 3]:
+            saturated = bool(r.get("generator_saturated") or base.get("generator_saturated"))
+            if saturated:
+                ratio = base["server_cpu_us_per_op"] / r["server_cpu_us_per_op"]
+            else:
+                ratio = r["msgs_per_s"] / base["msgs_per_s"]
+            entry = {
+                "scenario": scenario, "server": name(r), "msgs_per_s": r["msgs_per_s"],
+                "baseline_msgs_per_s": base["msgs_per_s"],
+                "server_cpu_us_per_op": r["server_cpu_us_per_op"],
+                "baseline_server_cpu_us_per_op": base["server_cpu_us_per_op"],
+                "generator_saturated": saturated, "ratio": round(ratio, 3),
+                "errors": r["errors"], "lost": r["lost"],
+            }
+            out["rounds"].append(entry)
+            rows.append(entry)
+json.dump(out, open(sys.argv[2], "w"), indent=2)
+print("| scenario | server | msgs/s | baseline msgs/s | ratio | server CPU per op (server / baseline) |")
+print("|---|---|---:|---:|---:|---|")
+for e in rows:
+    mark = "†" if e["generator_saturated"] else ""
+    print(f"| {e['scenario']} | {e['server']} | {e['msgs_per_s']:,.0f} | {e['baseline_msgs_per_s']:,.0f} | "
+          f"{e['ratio']:.2f}{mark} | {e['server_cpu_us_per_op']:.1f} / {e['baseline_server_cpu_us_per_op']:.1f} µs |")
+bad = [e for e in rows if e["errors"] or e["lost"]]
+print("peers: errors or loss in", len(bad), "runs")
+sys.exit(1 if bad else 0)
+PY
+echo "peers: written to $OUT"
