@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use actix_rt::net::{ActixStream, TcpStream};
 use parking_lot::Mutex;
+
+use crate::protocol::session::CLOSE_GRACE;
 use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, Ready};
@@ -203,25 +205,20 @@ impl ActixStream for AbortableStream {
     }
 }
 
-/// Drops the connection `grace` from now unless it has ended by then.
+/// Drops the connection [`CLOSE_GRACE`] from now unless it has ended by then.
 ///
 /// Most connections end within moments, so this costs no task and no timer
 /// of its own: the handle joins its worker's list of connections due, which
-/// one task per worker walks as their times come.
-pub(crate) fn abort_after(handle: Option<AbortHandle>, grace: Duration) {
+/// one task per worker walks as their times come. With one grace for all,
+/// each comes due last, and the walk never waits past an earlier one.
+pub(crate) fn abort_after_grace(handle: Option<AbortHandle>) {
     let Some(handle) = handle.filter(AbortHandle::is_alive) else {
         return;
     };
-    let due = Instant::now() + grace;
+    let due = Instant::now() + CLOSE_GRACE;
     let start_reaper = DUE.with(|list| {
         let mut list = list.borrow_mut();
-        // With one grace for all, each comes due last.
-        if list.handles.back().is_none_or(|(at, _)| *at <= due) {
-            list.handles.push_back((due, handle));
-        } else {
-            let at = list.handles.partition_point(|(at, _)| *at <= due);
-            list.handles.insert(at, (due, handle));
-        }
+        list.handles.push_back((due, handle));
         !std::mem::replace(&mut list.reaping, true)
     });
     if start_reaper {
@@ -242,7 +239,7 @@ thread_local! {
 }
 
 /// Drops each listed connection still alive at its time; ends when the list
-/// is empty, and the next [`abort_after`] starts it again.
+/// is empty, and the next [`abort_after_grace`] starts it again.
 async fn reap() {
     // Clears `reaping` however the task ends (its runtime may stop first).
     struct Reaping;
@@ -297,25 +294,25 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn connections_given_up_on_are_dropped_each_when_it_comes_due() {
-        let (late, mut late_client) = connection().await;
-        let (early, mut early_client) = connection().await;
-        abort_after(Some(late.handle()), Duration::from_secs(2));
-        abort_after(Some(early.handle()), Duration::from_millis(50));
-        assert!(ended(&mut early_client).await, "the early one is dropped");
+    async fn connections_given_up_on_are_dropped_after_the_grace_not_before() {
+        let (first, mut first_client) = connection().await;
+        let (second, mut second_client) = connection().await;
+        let given_up = Instant::now();
+        abort_after_grace(Some(first.handle()));
+        abort_after_grace(Some(second.handle()));
         let mut byte = [0u8; 1];
-        let still_open = late_client.try_read(&mut byte);
+        let still_open = first_client.try_read(&mut byte);
         assert!(
             matches!(&still_open, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            "the late one is not dropped with it: {still_open:?}"
+            "open until its grace is over: {still_open:?}"
         );
-        assert!(
-            ended(&mut late_client).await,
-            "the late one is dropped in its turn"
-        );
+        assert!(ended(&mut first_client).await, "the first is dropped");
+        assert!(given_up.elapsed() >= CLOSE_GRACE, "not before its grace");
+        assert!(ended(&mut second_client).await, "the second is dropped too");
         // The list is empty again: a later one starts the walk anew.
         let (again, mut again_client) = connection().await;
-        abort_after(Some(again.handle()), Duration::from_millis(50));
+        abort_after_grace(Some(again.handle()));
         assert!(ended(&mut again_client).await, "a later one is dropped too");
+        drop((first, second, again));
     }
 }

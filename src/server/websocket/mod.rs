@@ -20,7 +20,7 @@ use tokio::time::Sleep;
 
 use self::body::FrameBody;
 use self::payload::{is_too_large, limit_frames};
-use super::connection::{abort_after, AbortHandle};
+use super::connection::{abort_after_grace, AbortHandle};
 use super::shared::SharedSession;
 use super::waiting::{Event, PolledWhenWoken, RepolledUntilIdle, Signal, ToWake};
 use super::websocket_control::{WebsocketControl, WriterEnd};
@@ -29,7 +29,6 @@ use crate::protocol::inbound::{self, Messages};
 use crate::protocol::route;
 use crate::protocol::session::{
     messages_cost, Attach, Detach, InboundRefusal, ReceiverId, ReceiverMode, TimeoutOutcome,
-    CLOSE_GRACE,
 };
 
 /// How frames and messages travel over the WebSocket.
@@ -132,7 +131,8 @@ struct Connection {
     framing: Framing,
     /// A raw WebSocket's ping went out and nothing came back since.
     awaiting_pong: bool,
-    /// Drops the connection if it outlives the session by [`CLOSE_GRACE`].
+    /// Drops the connection if it outlives the session by
+    /// [`CLOSE_GRACE`](crate::protocol::session::CLOSE_GRACE).
     abort: Option<AbortHandle>,
     /// Counts this connection against the service's session cap while it lives.
     _slot: SessionSlot,
@@ -347,7 +347,7 @@ impl Connection {
         // stalled client has had its grace already.
         match (stalled, self.abort.clone()) {
             (true, Some(abort)) => abort.abort(),
-            (_, abort) => abort_after(abort, CLOSE_GRACE),
+            (_, abort) => abort_after_grace(abort),
         }
     }
 }
