@@ -30,16 +30,9 @@ command -v node >/dev/null || { echo "peers: node is needed" >&2; exit 2; }
 REL="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-peers.XXXXXX")"
 SERVER_PID=""
-stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-trap 'stop_server; rm -rf "$WORK"' EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+clean_up_on_exit "peers: logs kept in $WORK"
 
 echo "peers: building (release; the baseline apart, as bench/run.sh does)..."
 cargo build --release -p sockjs-gateway --bin sockjs-gateway

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
@@ -20,12 +21,10 @@ use std::time::{Duration, Instant};
 
 use actix_rt::net::{ActixStream, TcpStream};
 use parking_lot::Mutex;
-
-use crate::protocol::session::CLOSE_GRACE;
-use std::future::Future;
-
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, Ready};
 use tokio::time::Sleep;
+
+use crate::protocol::session::CLOSE_GRACE;
 
 /// An accepted TCP stream whose connection an [`AbortHandle`] can drop.
 /// Reads and writes go straight to the stream; only its drop takes a lock.
