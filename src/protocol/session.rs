@@ -388,6 +388,7 @@ impl Session {
         self.disconnect_at = None;
         self.heartbeat_due = self.config.heartbeat_delay.map(|d| now + d);
         self.heartbeat_pending = false;
+        self.note_deadline(self.heartbeat_due);
         Attach::Attached(id)
     }
 
@@ -419,6 +420,18 @@ impl Session {
             self.disconnect_at = None;
         } else {
             self.disconnect_at = Some(now + self.config.disconnect_delay);
+            self.note_deadline(self.disconnect_at);
+        }
+    }
+
+    /// A deadline was set. Only one before the armed deadline needs the
+    /// driver: a polling client's receivers come and go with every request,
+    /// and each sets a deadline later than the one already armed.
+    fn note_deadline(&mut self, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline {
+            if self.armed_deadline.is_none_or(|armed| deadline < armed) {
+                self.deadline_moved_earlier = true;
+            }
         }
     }
 
@@ -729,8 +742,9 @@ impl Session {
         self.armed_deadline
     }
 
-    /// True once, after an application send set a deadline earlier than the
-    /// one last handed out by [`Session::poll_timeout`].
+    /// True once, after an application send, a receiver coming or a
+    /// receiver going set a deadline earlier than the one last handed out
+    /// by [`Session::poll_timeout`].
     pub fn take_deadline_moved_earlier(&mut self) -> bool {
         std::mem::take(&mut self.deadline_moved_earlier)
     }
@@ -1366,6 +1380,48 @@ mod tests {
             !s.take_deadline_moved_earlier(),
             "later than the armed deadline"
         );
+    }
+
+    #[test]
+    fn polling_receivers_coming_and_going_need_no_driver_before_the_armed_deadline() {
+        let (mut s, now) = session();
+        assert_eq!(s.poll_timeout(now), Some(now + DISCONNECT));
+        let mut at = now;
+        for _ in 0..3 {
+            at += Duration::from_millis(100);
+            let r = attach(&mut s, ReceiverMode::Polling, at);
+            assert!(
+                !s.take_deadline_moved_earlier(),
+                "its heartbeat comes later"
+            );
+            s.send("echo".into(), at).unwrap();
+            assert!(!s.take_deadline_moved_earlier(), "its send deadline too");
+            assert!(s.poll_delivery(r, at).is_some_and(|d| d.end));
+            assert!(
+                !s.take_deadline_moved_earlier(),
+                "its disconnect comes later"
+            );
+        }
+        let armed = now + DISCONNECT;
+        assert_eq!(s.handle_timeout(armed), TimeoutOutcome::Nothing);
+        assert_eq!(s.poll_timeout(armed), Some(at + DISCONNECT), "asked anew");
+        assert_eq!(s.handle_timeout(at + DISCONNECT), TimeoutOutcome::Expired);
+    }
+
+    #[test]
+    fn a_receiver_deadline_before_the_armed_one_asks_the_driver_to_look_again() {
+        let (mut s, now) = session();
+        // No deadline armed yet: any one is earlier.
+        attach(&mut s, ReceiverMode::Polling, now);
+        assert!(s.take_deadline_moved_earlier());
+        assert_eq!(s.poll_timeout(now), Some(now + HEARTBEAT));
+        let later = now + Duration::from_secs(1);
+        s.detach_receiver(ReceiverId(0), Detach::Finished, later);
+        assert!(
+            s.take_deadline_moved_earlier(),
+            "the disconnect comes before the heartbeat"
+        );
+        assert_eq!(s.poll_timeout(later), Some(later + DISCONNECT));
     }
 
     #[test]

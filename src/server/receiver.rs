@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 
 use super::connection::AbortHandle;
 use super::shared::SharedSession;
-use super::waiting::Event;
+use super::waiting::{Event, ToWake};
 use super::{headers, text_response, ServiceState};
 use crate::cluster::{CLEAN_END, FORWARDED_HEADER};
 use crate::protocol::frame::Frame;
@@ -60,18 +60,22 @@ pub async fn respond(
             shared
         }
     };
-    let attach = shared
-        .core
-        .lock()
-        .attach_receiver(mode(kind), Instant::now());
+    let connection = req.conn_data::<AbortHandle>().cloned();
+    let attach = shared.change(|core| {
+        let attach = core.attach_receiver(mode(kind), Instant::now());
+        let mut to_wake = ToWake::default();
+        if let Attach::Attached(id) = &attach {
+            core.receiver_connection = connection.map(|connection| (*id, connection));
+            if core.take_deadline_moved_earlier() {
+                to_wake = core.waiters.happened(Event::Deadline);
+            }
+        }
+        (attach, to_wake)
+    });
     let source = match attach {
         Attach::Refused(frame) => Source::Refused(Some(frame)),
         Attach::Attached(id) => {
             shared.used_transport(kind);
-            if let Some(connection) = req.conn_data::<AbortHandle>() {
-                shared.core.lock().receiver_connection = Some((id, connection.clone()));
-            }
-            shared.notify(Event::Deadline);
             Source::Session(AttachedReceiver {
                 shared,
                 id,

@@ -82,7 +82,11 @@ impl LockedSession {
         if matches!(delivery.frame, Frame::Messages(_)) {
             to_wake = self.waiters.happened(Event::OutgoingRoom);
         }
-        if delivery.end {
+        // A receiver's last frame ends a WebSocket session, which its reader
+        // must see; a polling receiver's moves the deadline only now and then.
+        if delivery.end
+            && (self.protocol.take_deadline_moved_earlier() || self.protocol.is_expired())
+        {
             to_wake = to_wake.and(self.waiters.happened(Event::Deadline));
         }
         Some((delivery, to_wake))
@@ -177,11 +181,6 @@ impl SharedSession {
         let (value, to_wake) = change(&mut self.core.lock());
         to_wake.wake();
         value
-    }
-
-    /// Wakes whoever waits for `event`.
-    pub fn notify(&self, event: Event) {
-        self.change(|core| ((), core.waiters.happened(event)));
     }
 
     /// Wakes everyone after a change that may concern all of them (a close,
