@@ -300,8 +300,13 @@ impl<'a> Parser<'a> {
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
                 .ok_or(InboundError::BrokenJson)?;
-            out.push_str(&self.text[self.pos..self.pos + run]);
+            let plain = &self.text[self.pos..self.pos + run];
             self.pos += run + 1;
+            if out.is_empty() && rest[run] == b'"' {
+                // Nothing escaped, the common case: one allocation of the exact size.
+                return Ok(plain.to_owned());
+            }
+            out.push_str(plain);
             match rest[run] {
                 b'"' => return Ok(out),
                 b'\\' => self.escape(&mut out)?,
