@@ -196,13 +196,16 @@ fn route_session(method: Method, path: &str) -> Result<Route<'_>, RouteError> {
 /// 1): `Upgrade` naming `websocket` and `Connection` naming `Upgrade` among
 /// its tokens (Firefox sends `keep-alive, Upgrade`). Otherwise `400` with
 /// the text this returns.
-pub fn check_websocket_upgrade(upgrade: &[&str], connection: &[&str]) -> Result<(), &'static str> {
-    let has_token = |values: &[&str], token: &str| {
+pub fn check_websocket_upgrade<'a>(
+    upgrade: impl IntoIterator<Item = &'a str>,
+    connection: impl IntoIterator<Item = &'a str>,
+) -> Result<(), &'static str> {
+    fn has_token<'a>(values: impl IntoIterator<Item = &'a str>, token: &str) -> bool {
         values
-            .iter()
+            .into_iter()
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    }
     if !has_token(upgrade, "websocket") {
         return Err("Can \"Upgrade\" only to \"WebSocket\".");
     }
@@ -352,23 +355,20 @@ mod tests {
 
     #[test]
     fn websocket_upgrade_headers() {
+        assert_eq!(check_websocket_upgrade(["websocket"], ["Upgrade"]), Ok(()));
         assert_eq!(
-            check_websocket_upgrade(&["websocket"], &["Upgrade"]),
-            Ok(())
-        );
-        assert_eq!(
-            check_websocket_upgrade(&["WebSocket"], &["keep-alive, Upgrade"]),
+            check_websocket_upgrade(["WebSocket"], ["keep-alive, Upgrade"]),
             Ok(())
         );
         let bad_upgrade = Err("Can \"Upgrade\" only to \"WebSocket\".");
-        assert_eq!(check_websocket_upgrade(&[], &["Upgrade"]), bad_upgrade);
-        assert_eq!(check_websocket_upgrade(&["h2c"], &["Upgrade"]), bad_upgrade);
+        assert_eq!(check_websocket_upgrade([], ["Upgrade"]), bad_upgrade);
+        assert_eq!(check_websocket_upgrade(["h2c"], ["Upgrade"]), bad_upgrade);
         let bad_connection = Err("\"Connection\" must be \"Upgrade\".");
         assert_eq!(
-            check_websocket_upgrade(&["websocket"], &["close"]),
+            check_websocket_upgrade(["websocket"], ["close"]),
             bad_connection
         );
-        assert_eq!(check_websocket_upgrade(&["websocket"], &[]), bad_connection);
+        assert_eq!(check_websocket_upgrade(["websocket"], []), bad_connection);
     }
 
     #[test]

@@ -113,13 +113,9 @@ pub async fn open(
 
 /// The request's `Upgrade` and `Connection` headers, for the core's check.
 fn check_upgrade_headers(req: &HttpRequest) -> Result<(), &'static str> {
-    let values = |name: header::HeaderName| -> Vec<&str> {
-        req.headers()
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    };
-    route::check_websocket_upgrade(&values(header::UPGRADE), &values(header::CONNECTION))
+    let values =
+        |name: header::HeaderName| req.headers().get_all(name).filter_map(|v| v.to_str().ok());
+    route::check_websocket_upgrade(values(header::UPGRADE), values(header::CONNECTION))
 }
 
 /// The connection's reader: it drives the session's clock and the
