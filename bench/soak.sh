@@ -7,6 +7,7 @@
 #   bench/soak.sh --short            short run, one gateway, then the cluster      (~1 minute once built)
 #                                    -> bench/soak-results-short.json, bench/soak-results-cluster-short.json
 #   bench/soak.sh --cluster --short  the cluster part of --short alone
+#   bench/soak.sh --only churn,...   some scenarios only -> the same names with -only added
 #
 # Builds the gateway and sockjs-soak in release mode. One gateway: started on
 # 127.0.0.1:0, metrics on 127.0.0.1:0, --disconnect-delay 1s, one worker; the
@@ -31,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=$2; shift ;;
     # Extra sockjs-soak flags, e.g. --set "--churn-sessions 10000 --churn-wave 500".
     --set) read -r -a more <<<"$2"; EXTRA+=("${more[@]}"); shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "usage: bench/soak.sh [--short] [--cluster] [--only churn,noloss,stalled,attack] [--set \"FLAGS\"]" >&2; exit 2 ;;
   esac
   shift
@@ -42,6 +43,8 @@ if [[ $MODE == short && $CLUSTER == no ]]; then
 fi
 SUFFIX=""
 [[ $MODE == short ]] && SUFFIX=-short
+# A partial run writes a file of its own: it must not stand in for a full one.
+[[ -n $ONLY ]] && SUFFIX="$SUFFIX-only"
 
 DISCONNECT_DELAY=1
 SEND_TIMEOUT=10
