@@ -2,13 +2,16 @@
 # The peers beside the baseline, measured as bench/run.sh measures the
 # gateway: each server pinned to core 0 (one worker; node has one thread),
 # the load generator pinned to core 1, interleaved rounds of baseline,
-# gateway and sockjs-node 0.3.24 (its README's echo service at /echo),
-# ws-echo and raw-ws-echo at 1,000 sessions.
+# gateway, sockjs-node 0.3.24 (its README's echo service at /echo) and
+# sockjs-go v3 (its webecho example's handler, raw WebSockets on), ws-echo
+# and raw-ws-echo at 1,000 sessions.
 #
 #   bench/peers.sh [--rounds R] [--out FILE]   (default 2, bench/peers-results.json; ~2 minutes once built)
 #
 # Needs Node.js and npm: sockjs 0.3.24 is installed from npm into
-# bench/peers/sockjs-node. A ratio is against the baseline's run of the same
+# bench/peers/sockjs-node. sockjs-go 3.0.2 and Go come from Debian's
+# packages (installed with apt-get when missing; Go modules are not
+# fetched) and the echo is built into the scratch directory. A ratio is against the baseline's run of the same
 # round: by messages/s, or by server CPU per message when the generator's
 # core was saturated (as in bench/run.sh).
 set -euo pipefail
@@ -26,6 +29,14 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 command -v node >/dev/null || { echo "peers: node is needed" >&2; exit 2; }
+SOCKJS_GO_SRC=/usr/share/gocode/src/github.com/igm/sockjs-go
+if ! command -v go >/dev/null || [[ ! -d $SOCKJS_GO_SRC ]]; then
+  echo "peers: installing golang-go and golang-github-igm-sockjs-go-dev (apt-get)..."
+  as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get -o DPkg::Lock::Timeout=300 update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    golang-go golang-github-igm-sockjs-go-dev
+fi
 
 REL="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-peers.XXXXXX")"
@@ -40,6 +51,7 @@ cargo build --release -p sockjs-bench --bin sockjs-load --bin baseline-echo
 if [[ ! -d bench/peers/sockjs-node/node_modules/sockjs ]]; then
   (cd bench/peers/sockjs-node && npm ci --silent --no-audit --no-fund)
 fi
+bench/peers/sockjs-go/build.sh "$WORK/sockjs-go-echo"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # measure SERVER SCENARIO: one run, appended to $WORK/runs.jsonl.
@@ -51,6 +63,7 @@ measure() {
     baseline) cmd=("$REL/baseline-echo" --listen 127.0.0.1:0 --workers 1) ;;
     # It speaks SockJS as the gateway does: the generator drives it as one.
     sockjs-node) cmd=(node bench/peers/sockjs-node/server.js 0); load_as=(--server gateway --setup sockjs-node) ;;
+    sockjs-go) cmd=("$WORK/sockjs-go-echo" 0); load_as=(--server gateway --setup sockjs-go) ;;
   esac
   taskset -c 0 "${cmd[@]}" >"$log" 2>&1 &
   SERVER_PID=$!
@@ -67,9 +80,10 @@ measure() {
   stop_server
 }
 
+SERVERS=(baseline gateway sockjs-node sockjs-go)
 for scenario in ws-echo raw-ws-echo; do
   for round in $(seq "$ROUNDS"); do
-    for server in baseline gateway sockjs-node; do
+    for server in "${SERVERS[@]}"; do
       echo "peers: $scenario round $round: $server"
       measure "$server" "$scenario"
     done
@@ -77,7 +91,7 @@ for scenario in ws-echo raw-ws-echo; do
 done
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-python3 - "$WORK/runs.jsonl" "$OUT" "$COMMIT" <<'PY'
+python3 - "$WORK/runs.jsonl" "$OUT" "$COMMIT" "${#SERVERS[@]}" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 def name(r):
@@ -85,10 +99,11 @@ def name(r):
 rows, out = [], {"commit": sys.argv[3], "sessions": 1000, "rounds": []}
 for scenario in ("ws-echo", "raw-ws-echo"):
     these = [r for r in runs if r["scenario"] == scenario]
-    # Runs come in rounds of three: baseline, gateway, sockjs-node.
-    for i in range(0, len(these), 3):
+    # Runs come in rounds: the baseline first, then each other server.
+    per_round = int(sys.argv[4])
+    for i in range(0, len(these), per_round):
         base = these[i]
-        for r in these[i + 1:i + 3]:
+        for r in these[i + 1:i + per_round]:
             saturated = bool(r.get("generator_saturated") or base.get("generator_saturated"))
             if saturated:
                 ratio = base["server_cpu_us_per_op"] / r["server_cpu_us_per_op"]
