@@ -94,6 +94,8 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 python3 - "$WORK/runs.jsonl" "$OUT" "$COMMIT" "${#SERVERS[@]}" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
+def kib(b):
+    return "–" if b is None else f"{b / 1024:.1f} KiB"
 def name(r):
     return r.get("setup") or r["server"]
 rows, out = [], {"commit": sys.argv[3], "sessions": 1000, "rounds": []}
@@ -115,17 +117,22 @@ for scenario in ("ws-echo", "raw-ws-echo"):
                 "server_cpu_us_per_op": r["server_cpu_us_per_op"],
                 "baseline_server_cpu_us_per_op": base["server_cpu_us_per_op"],
                 "generator_saturated": saturated, "ratio": round(ratio, 3),
+                "p99_us": r["latency_us"]["p99"], "baseline_p99_us": base["latency_us"]["p99"],
+                "rss_per_session_bytes": r.get("rss_per_session_bytes"),
+                "baseline_rss_per_session_bytes": base.get("rss_per_session_bytes"),
                 "errors": r["errors"], "lost": r["lost"],
             }
             out["rounds"].append(entry)
             rows.append(entry)
 json.dump(out, open(sys.argv[2], "w"), indent=2)
-print("| scenario | server | msgs/s | baseline msgs/s | ratio | server CPU per op (server / baseline) |")
-print("|---|---|---:|---:|---:|---|")
+print("| scenario | server | msgs/s | baseline msgs/s | ratio | server CPU per op (server / baseline) | p99 (server / baseline) | RSS per session (server / baseline) |")
+print("|---|---|---:|---:|---:|---|---|---|")
 for e in rows:
     mark = "†" if e["generator_saturated"] else ""
     print(f"| {e['scenario']} | {e['server']} | {e['msgs_per_s']:,.0f} | {e['baseline_msgs_per_s']:,.0f} | "
-          f"{e['ratio']:.2f}{mark} | {e['server_cpu_us_per_op']:.1f} / {e['baseline_server_cpu_us_per_op']:.1f} µs |")
+          f"{e['ratio']:.2f}{mark} | {e['server_cpu_us_per_op']:.1f} / {e['baseline_server_cpu_us_per_op']:.1f} µs | "
+          f"{e['p99_us'] / 1000:.1f} / {e['baseline_p99_us'] / 1000:.1f} ms | "
+          f"{kib(e['rss_per_session_bytes'])} / {kib(e['baseline_rss_per_session_bytes'])} |")
 bad = [e for e in rows if e["errors"] or e["lost"]]
 print("peers: errors or loss in", len(bad), "runs")
 sys.exit(1 if bad else 0)
