@@ -4,7 +4,7 @@
 # offline: a GOPATH of links gives the packages their import paths.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-OUT=$1
+OUT="$(realpath -m "$1")"
 SRC=/usr/share/gocode/src
 GOPATH_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sockjs-go-path.XXXXXX")"
 trap 'rm -rf "$GOPATH_DIR"' EXIT
