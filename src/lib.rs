@@ -330,7 +330,18 @@ impl SockJs {
         self.state.close_all(1001, "Server shutting down");
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
-        while self.state.attached_receivers() > 0 && tokio::time::Instant::now() < deadline {
+        // Each tick looks only at the sessions still flushing, not at every
+        // live one; once none is left, all are looked at again, as a client
+        // may have come for its close frame in the meantime.
+        let mut flushing = self.state.sessions_with_receiver();
+        while tokio::time::Instant::now() < deadline {
+            flushing.retain(|session| session.core.lock().has_receiver());
+            if flushing.is_empty() {
+                flushing = self.state.sessions_with_receiver();
+                if flushing.is_empty() {
+                    break;
+                }
+            }
             tick.tick().await;
         }
     }

@@ -552,3 +552,44 @@ fn an_end_observer_hears_every_session_once_with_its_record() {
         "one record per session"
     );
 }
+
+#[test]
+fn shutdown_returns_once_attached_receivers_took_their_close_not_at_its_timeout() {
+    let service = SockJs::new("/echo", Options::default(), echo);
+    let server = InProcess::start(vec![service.clone()]);
+    let mut ws = ws_connect(server.port, "/echo/000/sd1/websocket", &[]);
+    assert_eq!(ws.next_frame(), Frame::Open);
+    let mut stream =
+        Conn::open(server.port).stream(&Request::post("/echo/000/sd2/xhr_streaming", b""));
+    stream.next_line(); // prelude
+    assert_eq!(stream.next_frame(), Frame::Open);
+    assert_eq!(
+        server.poll("/echo/000/sd3/xhr"),
+        Frame::Open,
+        "a session with no receiver"
+    );
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let stopping = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(service.shutdown(Duration::from_secs(120)));
+        done_tx.send(()).unwrap();
+    });
+
+    let going_away = close_frame(1001, "Server shutting down");
+    assert_eq!(ws.next_frame(), going_away);
+    assert_eq!(stream.next_frame(), going_away);
+    done_rx
+        .recv_timeout(WAIT)
+        .expect("shutdown returned once both receivers were done, long before its 120 s");
+    stopping.join().unwrap();
+    assert_eq!(
+        server.poll("/echo/000/sd3/xhr"),
+        going_away,
+        "the session without a receiver kept its close for the next request"
+    );
+    assert_eq!(
+        server.post("/echo/000/sd4/xhr", b"").status,
+        503,
+        "no new session"
+    );
+}

@@ -258,11 +258,10 @@ impl ServiceState {
     }
 
     /// Live sessions with a receiver attached, i.e. with frames still to flush.
-    pub fn attached_receivers(&self) -> usize {
-        self.live_sessions()
-            .iter()
-            .filter(|s| s.core.lock().has_receiver())
-            .count()
+    pub(crate) fn sessions_with_receiver(&self) -> Vec<Arc<SharedSession>> {
+        let mut sessions = self.live_sessions();
+        sessions.retain(|s| s.core.lock().has_receiver());
+        sessions
     }
 
     fn new_session(
